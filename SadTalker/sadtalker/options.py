@@ -1,0 +1,108 @@
+"""One set of generation options, shared by the pipeline, the Gradio app, the CLI and the web front."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+from .errors import InvalidInputError
+
+Preprocess = Literal["crop", "resize", "full", "extcrop", "extfull"]
+EngineChoice = Literal["auto", "sadtalker", "landmark"]
+PREPROCESS_MODES: tuple[str, ...] = get_args(Preprocess)
+ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
+SIZES: tuple[int, ...] = (256, 512)
+NUM_POSE_STYLES = 46  # valid ids 0..45; the original's slider allows 46, which indexes past the class table
+MAX_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What the user chose. Validated on construction, so a bad value never reaches a model."""
+
+    preprocess: Preprocess = "crop"
+    still_mode: bool = False
+    enhancer: bool = False
+    batch_size: int = 2
+    size: int = 256
+    pose_style: int = 0
+    expression_scale: float = 1.0
+    seed: int = 0
+    engine: EngineChoice = "auto"
+
+    def __post_init__(self) -> None:
+        if self.preprocess not in PREPROCESS_MODES:
+            raise InvalidInputError(
+                f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got {self.preprocess!r}"
+            )
+        if self.engine not in ENGINE_CHOICES:
+            raise InvalidInputError(f"engine must be one of {', '.join(ENGINE_CHOICES)}; got {self.engine!r}")
+        _check_int("size", self.size)
+        if self.size not in SIZES:
+            raise InvalidInputError(f"size must be 256 or 512; got {self.size!r}")
+        _check_int("pose_style", self.pose_style)
+        if not 0 <= self.pose_style < NUM_POSE_STYLES:
+            raise InvalidInputError(
+                f"pose_style must be between 0 and {NUM_POSE_STYLES - 1}; got {self.pose_style!r}"
+            )
+        _check_int("batch_size", self.batch_size)
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise InvalidInputError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}; got {self.batch_size!r}")
+        if not isinstance(self.expression_scale, (int, float)) or isinstance(self.expression_scale, bool):
+            raise InvalidInputError(f"expression_scale must be a number; got {self.expression_scale!r}")
+        if not 0.0 <= float(self.expression_scale) <= 3.0:
+            raise InvalidInputError(f"expression_scale must be between 0 and 3; got {self.expression_scale!r}")
+        _check_int("seed", self.seed)
+        for name in ("still_mode", "enhancer"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be true or false; got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "GenerationOptions":
+        """Build from loosely typed input (form fields, JSON, Gradio values), coercing strings and floats."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InvalidInputError(f"unknown option(s): {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, raw in values.items():
+            if raw is None or raw == "":
+                continue
+            default = known[name].default
+            kwargs[name] = _coerce(name, raw, type(default))
+        return cls(**kwargs)
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an integer; got {value!r}")
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise InvalidInputError(f"{name} must be true or false; got {raw!r}")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise InvalidInputError(f"{name} must be an integer; got {raw!r}")
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name} must be an integer; got {raw!r}") from None
+        if not number.is_integer():
+            raise InvalidInputError(f"{name} must be an integer; got {raw!r}")
+        return int(number)
+    if kind is float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name} must be a number; got {raw!r}") from None
+    return str(raw)

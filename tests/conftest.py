@@ -1,0 +1,82 @@
+"""Shared fixtures: the astronaut portrait, spoken clips from espeak-ng, a temporary checkpoint folder."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Test artefacts worth looking at (contact sheets, screenshots); git-ignored."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def portrait_path(media_dir: Path) -> Path:
+    """skimage's astronaut (Eileen Collins), 512x512 RGB PNG."""
+    from PIL import Image
+    from skimage import data
+
+    path = media_dir / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def no_face_path(media_dir: Path) -> Path:
+    from PIL import Image
+
+    path = media_dir / "plain.png"
+    Image.fromarray(np.full((256, 256, 3), (40, 120, 200), dtype=np.uint8)).save(path)
+    return path
+
+
+def speak(text: str, path: Path, speed: int = 150) -> Path:
+    """Speech from Debian's espeak-ng (22.05 kHz mono WAV)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; scripts/setup.sh does it as root)")
+    subprocess.run([exe, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_path(media_dir: Path) -> Path:
+    """About 3 s of English speech."""
+    return speak("Hello there. This is a short test of the talking head.", media_dir / "speech.wav")
+
+
+@pytest.fixture(scope="session")
+def long_speech_path(media_dir: Path) -> Path:
+    """About 10 s of English speech with pauses."""
+    text = ("The quick brown fox jumps over the lazy dog. [[_:_:]] Then it rests for a while. "
+            "Talking heads need open vowels, like ah, oh, and ee. Good night and good luck.")
+    return speak(text, media_dir / "long_speech.wav", speed=140)
+
+
+@pytest.fixture(scope="session")
+def silent_path(media_dir: Path) -> Path:
+    import soundfile
+
+    path = media_dir / "silence.wav"
+    soundfile.write(str(path), np.zeros(16000 * 2, dtype=np.float32), 16000)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _quiet_third_party_logs(caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("httpx", "urllib3", "gradio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
