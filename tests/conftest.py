@@ -5,10 +5,12 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -80,3 +82,27 @@ def silent_path(media_dir: Path) -> Path:
 def _quiet_third_party_logs(caplog: pytest.LogCaptureFixture) -> None:
     for name in ("httpx", "urllib3", "gradio"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def official_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """A checkpoint folder with the SadTalker files (256 safetensors + both mapping files) in the official layout,
+    random weights. Written once per test session (~730 MB on disk)."""
+    from ckpt_factory import write_official_file
+    from sadtalker.checkpoints import MAPPING_CROP, MAPPING_FULL, SADTALKER_FILES, CheckpointLocations
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for seed, name in enumerate((SADTALKER_FILES[256], MAPPING_CROP, MAPPING_FULL)):
+        write_official_file(name, root, seed=seed * 10)
+    return CheckpointLocations(checkpoint_dir=root, gfpgan_dir=root / "gfpgan")
+
+
+@pytest.fixture(scope="session")
+def official_gfpgan_weights(official_checkpoints):
+    """GFPGAN/facexlib files in the official layout (random weights) under the fixture's gfpgan folder."""
+    from ckpt_factory import write_official_file
+    from sadtalker.checkpoints import AWING_FILE, GFPGAN_FILE, PARSENET_FILE, RETINAFACE_FILE
+
+    for seed, name in enumerate((GFPGAN_FILE, RETINAFACE_FILE, AWING_FILE, PARSENET_FILE)):
+        write_official_file(name, official_checkpoints.gfpgan_dir, seed=100 + seed)
+    return official_checkpoints
