@@ -1,0 +1,160 @@
+"""The JSON API: generate, job status, the video (with Range), deletion, and the OpenAPI description."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, url_for
+from sqlalchemy import func, select
+
+from .auth import require_user, require_user_or_anonymous
+from .errors import ApiError
+from .jobs import Requester, can_see, job_to_dict, queue_position
+from .models import Job
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def front() -> Any:
+    return current_app.extensions["demofront"]
+
+
+def requester() -> Requester:
+    return Requester(user=g.user, client_addr=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+
+
+def job_urls(job: Job) -> dict[str, Any]:
+    return {
+        "status_url": url_for("api.get_job", job_id=job.id),
+        "page_url": url_for("pages.job_page", job_id=job.id),
+        "video_url": url_for("api.job_video", job_id=job.id) if job.status == "done" else None,
+        "image_url": url_for("api.job_file", job_id=job.id, kind="image"),
+        "audio_url": url_for("api.job_file", job_id=job.id, kind="audio"),
+        "thumb_url": url_for("api.job_file", job_id=job.id, kind="thumb") if job.thumb_path else None,
+    }
+
+
+def describe(job: Job) -> dict[str, Any]:
+    with front().db.session() as s:
+        position = queue_position(s, job)
+    return job_to_dict(job, job_urls(job), position)
+
+
+def visible_job(job_id: str) -> Job:
+    """The job if this requester may see it; 404 otherwise (also for someone else's job)."""
+    if not (len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)):
+        raise ApiError(404, f"no job {job_id}")
+    with front().db.session() as s:
+        job = s.get(Job, job_id)
+    if job is None or not can_see(job, g.user):
+        raise ApiError(404, f"no job {job_id}")
+    return job
+
+
+def wants_wait() -> bool:
+    return request.args.get("wait", "").lower() in ("1", "true", "yes")
+
+
+@bp.post("/generate")
+def generate() -> Any:
+    who = requester()
+    require_user_or_anonymous()
+    job = front().jobs.create(request.form, request.files, who)
+    if wants_wait():
+        front().runner.wait(job.id, front().config.wait_timeout_seconds)
+        job = visible_job(job.id)
+        if job.status == "done":
+            return _send_video(job)
+        if job.status == "failed":
+            status = 422 if job.error_kind == "input" else 502
+            raise ApiError(status, job.error or "the generation failed", extra={"job": describe(job)})
+    body = describe(job)
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = body["status_url"]
+    return response
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    user = require_user()
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    per_page = min(100, max(1, request.args.get("per_page", 20, type=int) or 20))
+    with front().db.session() as s:
+        total = s.scalar(select(func.count(Job.id)).where(Job.owner_id == user.id)) or 0
+        rows = list(s.scalars(select(Job).where(Job.owner_id == user.id).order_by(Job.created_at.desc())
+                              .offset((page - 1) * per_page).limit(per_page)))
+    return jsonify({"jobs": [job_to_dict(j, job_urls(j)) for j in rows], "page": page, "per_page": per_page,
+                    "total": total})
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(describe(visible_job(job_id)))
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> Response:
+    job = visible_job(job_id)  # owned jobs: only their owner gets this far
+    remove_job(job)
+    return jsonify({"deleted": job.id})
+
+
+def remove_job(job: Job) -> None:
+    with front().db.session() as s:
+        row = s.get(Job, job.id)
+        if row is not None:
+            s.delete(row)
+    front().storage.delete_job(job.id)
+    logger.info("job %s deleted", job.id)
+
+
+@bp.get("/jobs/<job_id>/video")
+def job_video(job_id: str) -> Response:
+    job = visible_job(job_id)
+    if job.status != "done" or not job.output_path:
+        raise ApiError(409, f"job {job_id} has no video yet (status: {job.status})",
+                       extra={"job_status": job.status})
+    return _send_video(job)
+
+
+def _send_video(job: Job) -> Response:
+    path = front().storage.absolute(job.output_path)
+    if not path.is_file():
+        raise ApiError(410, f"the video of job {job.id} is no longer stored")
+    download = request.args.get("download", "").lower() in ("1", "true", "yes")
+    return send_file(path, mimetype="video/mp4", conditional=True, as_attachment=download,
+                     download_name=f"talking-head-{job.id[:8]}.mp4", max_age=0)
+
+
+@bp.get("/jobs/<job_id>/<any(image, audio, thumb):kind>")
+def job_file(job_id: str, kind: str) -> Response:
+    job = visible_job(job_id)
+    relative = {"image": job.image_path, "audio": job.audio_path, "thumb": job.thumb_path}[kind]
+    if not relative:
+        raise ApiError(404, f"job {job_id} has no {kind}")
+    path = front().storage.absolute(relative)
+    if not path.is_file():
+        raise ApiError(410, f"the {kind} of job {job_id} is no longer stored")
+    mimetypes = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "bmp": "image/bmp",
+                 "gif": "image/gif", "tiff": "image/tiff", "wav": "audio/wav", "flac": "audio/flac",
+                 "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4", "webm": "audio/webm"}
+    return send_file(path, mimetype=mimetypes.get(path.suffix.lstrip("."), "application/octet-stream"),
+                     conditional=True, max_age=0)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    from .openapi import spec
+
+    return jsonify(spec(front().config))
+
+
+@bp.get("/health")
+def health() -> Response:
+    with front().db.session() as s:
+        counts = dict(s.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
+    return jsonify({"status": "ok", "database": front().db.dialect, "model_service": front().config.sadtalker_url,
+                    "jobs": counts})

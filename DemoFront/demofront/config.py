@@ -1,0 +1,98 @@
+"""The front's settings, read once from the environment into one frozen dataclass."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+FRONT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VAR = FRONT_ROOT / "instance"
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false; got {text!r}")
+
+
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """'10/minute', '100/hour', '5/30s' -> (count, window seconds); '0', 'off' or '' -> no limit."""
+    text = text.strip().lower()
+    if text in ("", "0", "off", "none", "false"):
+        return None
+    match = re.fullmatch(r"(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?", text)
+    if not match:
+        raise ValueError(f"RATE_LIMIT must look like '10/minute' or '100/hour'; got {text!r}")
+    unit = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+            "d": 86400, "day": 86400}[match.group(3)]
+    return int(match.group(1)), float(int(match.group(2) or 1) * unit)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the front. `from_env()` reads the variables named in the README's table."""
+
+    database_url: str = ""
+    data_dir: Path = DEFAULT_VAR / "data"
+    sadtalker_url: str = "http://127.0.0.1:7860/"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    max_upload_mb: float = 50.0
+    max_audio_seconds: float = 300.0
+    max_text_chars: int = 1000
+    allow_anonymous: bool = True
+    rate_limit: str = "60/minute"
+    workers: int = 2
+    wait_timeout_seconds: float = 900.0
+    model_timeout_seconds: float = 3600.0
+    secret_key: str = ""
+    admin_users: tuple[str, ...] = ()
+    page_size: int = 12
+    testing: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{DEFAULT_VAR / 'demofront.db'}")
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        parse_rate_limit(self.rate_limit)  # fail at start-up, not on the first request
+        if self.workers < 1:
+            raise ValueError(f"WORKERS must be at least 1; got {self.workers}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        return parse_rate_limit(self.rate_limit)
+
+    def with_(self, **changes: Any) -> "Config":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Config":
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            database_url=env.get("DATABASE_URL", ""),
+            data_dir=Path(env.get("DATA_DIR", str(d.data_dir))),
+            sadtalker_url=env.get("SADTALKER_URL", d.sadtalker_url),
+            host=env.get("FRONT_HOST", d.host),
+            port=int(env.get("FRONT_PORT", d.port)),
+            max_upload_mb=float(env.get("MAX_UPLOAD_MB", d.max_upload_mb)),
+            max_audio_seconds=float(env.get("MAX_AUDIO_SECONDS", d.max_audio_seconds)),
+            max_text_chars=int(env.get("MAX_TEXT_CHARS", d.max_text_chars)),
+            allow_anonymous=_bool(env.get("ALLOW_ANONYMOUS", "true")),
+            rate_limit=env.get("RATE_LIMIT", d.rate_limit),
+            workers=int(env.get("WORKERS", d.workers)),
+            wait_timeout_seconds=float(env.get("WAIT_TIMEOUT_SECONDS", d.wait_timeout_seconds)),
+            model_timeout_seconds=float(env.get("MODEL_TIMEOUT_SECONDS", d.model_timeout_seconds)),
+            secret_key=env.get("SECRET_KEY", ""),
+            admin_users=tuple(u.strip() for u in env.get("ADMIN_USERS", "").split(",") if u.strip()),
+        )

@@ -1,0 +1,153 @@
+"""The one place the front talks to the model service (Gradio's `predict` endpoint, through gradio_client).
+
+Tests swap in any object with the same `generate` method.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from sadtalker.options import GenerationOptions
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+
+
+class ModelError(Exception):
+    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs)
+    or 'service' (unreachable, crashed, timed out)."""
+
+    kind = "service"
+
+
+class ModelUnavailableError(ModelError):
+    kind = "service"
+
+
+class ModelRejectedError(ModelError):
+    kind = "input"
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    engine: str | None
+
+
+class ModelClientProtocol(Protocol):
+    url: str
+
+    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                 progress: ProgressFn) -> ModelOutcome: ...
+
+
+class ModelClient:
+    """gradio_client against the model service; one Client is made on first use and kept."""
+
+    def __init__(self, url: str, timeout: float = 3600.0, poll_seconds: float = 0.25) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.timeout = timeout
+        self.poll_seconds = poll_seconds
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from gradio_client import Client
+
+                try:
+                    self._client = Client(self.url, verbose=False, analytics_enabled=False,
+                                          httpx_kwargs={"timeout": 30})
+                except Exception as exc:  # httpx errors, JSON errors, gradio's own: all mean "not there"
+                    raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
+            return self._client
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._client = None
+
+    def engine_in_use(self, requested: str) -> str | None:
+        """The engine the service runs for `requested` ('auto' resolves through its /health)."""
+        if requested != "auto":
+            return requested
+        try:
+            with urllib.request.urlopen(self.url + "health", timeout=5) as reply:
+                return json.load(reply).get("engine")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                 progress: ProgressFn) -> ModelOutcome:
+        from gradio_client import handle_file
+        from gradio_client.exceptions import AppError
+
+        client = self._connect()
+        progress(0.0, "sent to the model service")
+        try:
+            job = client.submit(handle_file(str(image)), handle_file(str(audio)), options.preprocess,
+                                options.still_mode, options.enhancer, options.batch_size, options.size,
+                                options.pose_style, options.engine, options.expression_scale, options.seed,
+                                api_name="/predict")
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
+        deadline = time.monotonic() + self.timeout
+        while not job.done():
+            if time.monotonic() > deadline:
+                job.cancel()
+                raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
+                                            f"{self.timeout:g} s")
+            self._report(job, progress)
+            time.sleep(self.poll_seconds)
+        try:
+            result = job.result(timeout=0)
+        except AppError as exc:
+            raise ModelRejectedError(str(exc.message if hasattr(exc, "message") else exc)) from exc
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "
+                                        f"generation ({_short(exc)})") from exc
+        path = Path(result["video"] if isinstance(result, dict) else result)
+        if not path.is_file():
+            raise ModelUnavailableError(f"the model service at {self.url} returned no video file")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, output)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return ModelOutcome(engine=self.engine_in_use(options.engine))
+
+    @staticmethod
+    def _report(job: Any, progress: ProgressFn) -> None:
+        try:
+            status = job.status()
+        except Exception:  # status is best effort; the result decides
+            return
+        code = getattr(status.code, "name", str(status.code))
+        if status.progress_data:
+            unit = status.progress_data[-1]
+            fraction = unit.progress
+            if fraction is None and unit.index is not None and unit.length:
+                fraction = unit.index / unit.length
+            progress(float(fraction or 0.0), unit.desc or "generating")
+        elif code == "IN_QUEUE":
+            rank = status.rank
+            progress(0.0, f"waiting in the model service's queue (position {rank + 1})" if rank is not None
+                     else "waiting in the model service's queue")
+        elif code in ("PROCESSING", "ITERATING"):
+            progress(0.0, "generating")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -1,0 +1,151 @@
+"""Background generation: a thread pool takes job ids, calls the model service, and writes progress and the
+outcome to the job row, so no web request ever waits on a generation (except `?wait=true`, by choice)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sadtalker.options import GenerationOptions
+
+from .db import Database
+from .model_client import ModelClientProtocol, ModelError
+from .models import Job, utcnow
+from .storage import Storage
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_WRITE_SECONDS = 0.5
+RESTART_REASON = "the front restarted while the job was running; generate again"
+
+
+class JobRunner:
+    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int) -> None:
+        self.db, self.storage, self.client = db, storage, client
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
+        self._finished: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, job_id: str) -> None:
+        with self._lock:
+            self._finished.setdefault(job_id, threading.Event())
+        self._pool.submit(self._run_safely, job_id)
+
+    def wait(self, job_id: str, timeout: float) -> bool:
+        """Block until the job ends (True) or `timeout` passes (False)."""
+        with self._lock:
+            event = self._finished.get(job_id)
+        if event is not None:
+            return event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # a job this process did not start: watch its row
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is None or job.status in ("done", "failed"):
+                    return True
+            time.sleep(0.5)
+        return False
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def recover(self) -> tuple[int, int]:
+        """At start-up: jobs that were running are failed with a reason; queued ones (inputs stored) run again."""
+        from sqlalchemy import select, update
+
+        with self.db.session() as s:
+            failed = s.execute(
+                update(Job).where(Job.status == "running").values(
+                    status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
+            ).rowcount
+            queued = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
+        for job_id in queued:
+            self.submit(job_id)
+        if failed or queued:
+            logger.info("start-up: %d interrupted job(s) marked failed, %d queued job(s) re-queued", failed,
+                        len(queued))
+        return failed, len(queued)
+
+    # -- one job ---------------------------------------------------------------------------------------------
+
+    def _run_safely(self, job_id: str) -> None:
+        try:
+            self._run(job_id)
+        except Exception:
+            logger.exception("job %s: unexpected failure", job_id)
+            self._finish(job_id, status="failed", error="internal error in the front while running the job",
+                         error_kind="internal")
+        finally:
+            with self._lock:
+                event = self._finished.pop(job_id, None)
+            if event is not None:
+                event.set()
+
+    def _run(self, job_id: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "queued":
+                return
+            job.status, job.started_at, job.stage, job.progress = "running", utcnow(), "starting", 0.0
+            options = GenerationOptions.from_mapping(job.options())
+            image = self.storage.absolute(job.image_path)
+            audio = self.storage.absolute(job.audio_path)
+        output = self.storage.job_dir(job_id) / "result.mp4"
+        last = {"t": 0.0, "stage": ""}
+
+        def progress(fraction: float, stage: str) -> None:
+            now = time.monotonic()
+            if now - last["t"] < PROGRESS_WRITE_SECONDS and stage == last["stage"]:
+                return
+            last.update(t=now, stage=stage)
+            with self.db.session() as s2:
+                row = s2.get(Job, job_id)
+                if row is not None and row.status == "running":
+                    row.progress = max(0.0, min(1.0, float(fraction)))
+                    row.stage = stage[:200]
+
+        started = time.perf_counter()
+        try:
+            outcome = self.client.generate(image, audio, options, output, progress)
+        except ModelError as exc:
+            logger.info("job %s failed: %s", job_id, exc)
+            self._finish(job_id, status="failed", error=str(exc), error_kind=exc.kind)
+            return
+        seconds = time.perf_counter() - started
+        thumb = self._thumbnail(output)
+        if not self._finish(job_id, status="done", engine=outcome.engine, generation_seconds=seconds,
+                            output_path=self.storage.relative(output), output_size=output.stat().st_size,
+                            thumb_path=self.storage.relative(thumb) if thumb else None, progress=1.0):
+            self.storage.delete_job(job_id)  # deleted while it ran: drop what it made
+
+    def _finish(self, job_id: str, **values: object) -> bool:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return False
+            for key, value in values.items():
+                setattr(job, key, value)
+            job.finished_at = utcnow()
+            job.stage = None
+            return True
+
+    @staticmethod
+    def _thumbnail(video: Path) -> Path | None:
+        """A small JPEG of the video's first frame for the history page."""
+        from PIL import Image
+
+        from sadtalker.errors import FFmpegError
+        from sadtalker.video import iter_video_frames
+
+        try:
+            frame = next(iter_video_frames(video, max_frames=1))
+        except (FFmpegError, StopIteration, OSError) as exc:
+            logger.warning("no thumbnail for %s: %s", video, exc)
+            return None
+        thumb = video.with_name("thumb.jpg")
+        image = Image.fromarray(frame)
+        image.thumbnail((320, 320))
+        image.save(thumb, quality=85)
+        return thumb
