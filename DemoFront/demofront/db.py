@@ -32,7 +32,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=_postgres_driver())
+    return create_engine(parsed, pool_size=10, max_overflow=40, pool_pre_ping=True)
+
+
+def _postgres_driver() -> str:
+    """A bare postgresql:// URL uses whichever driver is installed (psycopg 3, else psycopg2)."""
+    import importlib.util
+
+    return "postgresql+psycopg" if importlib.util.find_spec("psycopg") else "postgresql+psycopg2"
 
 
 class Database:
