@@ -31,9 +31,9 @@ def percentiles(session: Any) -> list[dict[str, Any]]:
         .where(Job.status == "done", Job.generation_seconds.is_not(None))
         .subquery()
     )
-    # nearest rank: ceil(p * n) as integer arithmetic, (p100 * n + 99) / 100
-    rank50 = (cast(ranked.c.n, Integer) * 50 + 99) / 100
-    rank95 = (cast(ranked.c.n, Integer) * 95 + 99) / 100
+    # nearest rank: ceil(p * n) in integer arithmetic, (p100 * n + 99) // 100
+    rank50 = (cast(ranked.c.n, Integer) * 50 + 99) // 100
+    rank95 = (cast(ranked.c.n, Integer) * 95 + 99) // 100
     query = (
         select(ranked.c.engine, ranked.c.preprocess, ranked.c.size, ranked.c.enhancer, ranked.c.still_mode,
                func.max(ranked.c.n).label("n"),
