@@ -45,7 +45,8 @@ class FakeModelClient:
             self.gate.wait(30)
         if self.mode == "unreachable":
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} (ConnectError)")
-        if self.mode == "noface":
+        face_pixels = np.asarray(Image.open(image).convert("RGB"))
+        if self.mode == "noface" or face_pixels.reshape(-1, 3).std(axis=0).max() < 2.0:  # a flat picture has no face, as the real service says
             raise ModelRejectedError("no face found in the image")
         samples = load_audio(audio)
         frames = max(1, round(len(samples) / 16000 * 25))

@@ -11,7 +11,9 @@
     if (job.status === "queued" && job.queue_position) { stage = "position " + job.queue_position + " in the queue"; }
     else if (job.stage) { stage = job.stage; }
     text("job-stage", stage);
-    document.getElementById("job-progress").value = job.status === "done" ? 1 : job.progress;
+    var bar = document.getElementById("job-progress");
+    bar.value = job.status === "done" ? 1 : job.progress;
+    bar.hidden = job.status === "failed";
     if (job.engine) { text("job-engine", job.engine); }
     var error = document.getElementById("job-error");
     if (job.error) { error.textContent = job.error; error.hidden = false; }
