@@ -214,26 +214,22 @@ class FaceEnhancer:
             CheckpointError: a needed file is missing or does not match, naming it and the download command.
         """
         path = locations.gfpgan_file(GFPGAN_FILE)
-        if not path.is_file():
-            raise CheckpointError(
-                f"the face enhancer needs {GFPGAN_FILE}, not found in {locations.gfpgan_dir} or "
-                f"{locations.checkpoint_dir}. Download it with: {locations.download_hint}"
-            )
-        contents = open_checkpoint(path, locations.download_hint)
-        entry = "params_ema" if "params_ema" in contents else "params"
-        gfpgan = load_network(GFPGANv1Clean(), path, "GFPGAN", entry=entry, hint=locations.download_hint)
-
-        parser = None
         parse_path = locations.gfpgan_file(PARSENET_FILE)
-        if use_parse or (use_parse is None and parse_path.is_file()):
-            if not parse_path.is_file():
+        with_parse = use_parse if use_parse is not None else parse_path.is_file()
+        for needed, name, role in ((path, GFPGAN_FILE, "face enhancer"), (parse_path, PARSENET_FILE, "parsing mask")):
+            if (name == GFPGAN_FILE or with_parse) and not needed.is_file():
                 raise CheckpointError(
-                    f"the face enhancer's parsing mask needs {PARSENET_FILE}, not found in {locations.gfpgan_dir} "
-                    f"or {locations.checkpoint_dir}. Download it with: {locations.download_hint}"
+                    f"the {role} needs {name}, not found in {locations.gfpgan_dir} or {locations.checkpoint_dir}. "
+                    f"Download it with: {locations.download_hint}"
                 )
+        contents = open_checkpoint(path, locations.download_hint)
+        entry = "params_ema" if "params_ema" in contents else "params"  # as GFPGANer
+        gfpgan = load_network(GFPGANv1Clean(), path, "GFPGAN", entry=entry, hint=locations.download_hint)
+        parser = None
+        if with_parse:
             parser = load_network(ParseNet(), parse_path, "ParseNet", hint=locations.download_hint)
         else:
-            logger.info("%s not found: pasting faces back with a square soft mask", PARSENET_FILE)
+            logger.info("%s not used: pasting faces back with a square soft mask", PARSENET_FILE)
         return cls(gfpgan, parser, landmarks if landmarks is not None else MeshFivePoints(),
                    device=device, **kwargs)  # type: ignore[arg-type]
 
