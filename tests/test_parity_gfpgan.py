@@ -1,0 +1,70 @@
+"""Parity with the original GFPGAN (GFPGANv1Clean) and facexlib ParseNet on the golden data of
+shared/tools/parity (random official-layout weights, PARITY_DIR)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sadtalker.checkpoints import CheckpointLocations, load_network
+from sadtalker.enhancer import FaceEnhancer, _to_input, _to_uint8_rgb
+
+pytestmark = pytest.mark.parity
+
+TOLERANCE = 2e-3
+
+
+@pytest.fixture(scope="module")
+def parity_dir() -> Path:
+    if not os.environ.get("PARITY_DIR"):
+        pytest.skip("PARITY_DIR not set: golden data from shared/tools/parity is needed")
+    return Path(os.environ["PARITY_DIR"])
+
+
+@pytest.fixture(scope="module")
+def enhancer(parity_dir) -> FaceEnhancer:
+    locations = CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
+    return FaceEnhancer.from_checkpoint(locations, landmarks=lambda rgb: np.zeros((0, 5, 2)), use_parse=True)
+
+
+def _noise_maps(golden) -> list[torch.Tensor]:
+    flat, maps, offset = torch.from_numpy(golden["noise_styleconv"]), [], 0
+    for shape in golden["noise_shapes"]:
+        n = int(np.prod(shape))
+        maps.append(flat[offset:offset + n].view(*map(int, shape)))
+        offset += n
+    assert offset == flat.numel()
+    return maps
+
+
+def test_gfpgan_matches_original(parity_dir, enhancer):
+    golden = np.load(parity_dir / "golden" / "gfpgan.npz")
+    face_rgb = golden["in_face_bgr"][..., ::-1]
+    x = _to_input(np.ascontiguousarray(face_rgb)[None], torch.device("cpu"))
+    np.testing.assert_array_equal(x.numpy(), golden["in_tensor"])  # GFPGANer's preprocessing
+
+    with torch.inference_mode():
+        fixed = enhancer.gfpgan(x).numpy()  # stored noise (our default)
+        random = enhancer.gfpgan(x, noise=_noise_maps(golden))  # GFPGANer's randomize_noise=True, same draws
+    fixed_diff = np.abs(fixed - golden["out_fixed_noise"]).max()
+    random_diff = np.abs(random.numpy() - golden["out_random_noise"]).max()
+    print(f"GFPGAN max abs diff: fixed noise {fixed_diff:.3g}, random noise {random_diff:.3g}")
+    assert fixed_diff <= TOLERANCE and random_diff <= TOLERANCE
+
+    # the uint8 face as GFPGANer returns it (basicsr tensor2img), here in RGB
+    ours = _to_uint8_rgb(random)[0].astype(int)
+    assert np.abs(ours - golden["out_random_noise_bgr_uint8"][..., ::-1]).max() <= 1
+
+
+def test_parsenet_matches_original(parity_dir, enhancer):
+    golden = np.load(parity_dir / "golden" / "detect.npz")
+    with torch.inference_mode():
+        logits = enhancer.parser(torch.from_numpy(golden["in_parse_input"]))[0].numpy()
+    diff = np.abs(logits - golden["out_parse_logits"]).max()
+    scale = np.abs(golden["out_parse_logits"]).max()
+    print(f"ParseNet max abs diff {diff:.3g} (logits up to {scale:.3g})")
+    assert diff <= TOLERANCE
+    assert (logits.argmax(axis=1)[0] == golden["out_parse_labels"]).mean() > 0.999
