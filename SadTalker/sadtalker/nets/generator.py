@@ -29,6 +29,8 @@ class GeneratorConfig:
     reshape_channel: int = 32
     reshape_depth: int = 16
     num_resblocks: int = 6
+    decoder_channels: int = 64      # SPADE decoder output width (its input is block_expansion * 2**num_down_blocks)
+    spade_hidden: int = 128
     dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
 
 
@@ -60,7 +62,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         out_features = e * 2**cfg.num_down_blocks
         self.third = SameBlock2d(m, out_features, leaky=True)
         self.fourth = nn.Conv2d(out_features, out_features, kernel_size=1)
-        self.decoder = SPADEDecoder()
+        self.decoder = SPADEDecoder(out_features, cfg.decoder_channels, cfg.spade_hidden)
 
     def extract_appearance(self, source_image: torch.Tensor) -> Appearance:
         """(B, 3, S, S) -> the 3D appearance volume and its compressed copy for the motion network."""

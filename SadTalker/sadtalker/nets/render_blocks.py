@@ -205,7 +205,7 @@ class SPADE(nn.Module):
 class SPADEResnetBlock(nn.Module):
     """Residual block of two spectral-norm convs, each after SPADE + LeakyReLU(0.2); learned shortcut if widths differ."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int) -> None:
+    def __init__(self, fin: int, fout: int, label_nc: int, spade_hidden: int = 128) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
@@ -213,10 +213,10 @@ class SPADEResnetBlock(nn.Module):
         self.conv_1 = SpectralNormConv2d(fmiddle, fout, kernel_size=3, padding=1)
         if self.learned_shortcut:
             self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
-        self.norm_0 = SPADE(fin, label_nc)
-        self.norm_1 = SPADE(fmiddle, label_nc)
+        self.norm_0 = SPADE(fin, label_nc, spade_hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, spade_hidden)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, label_nc)
+            self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x

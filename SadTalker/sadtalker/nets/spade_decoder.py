@@ -15,14 +15,14 @@ NUM_MIDDLE_BLOCKS = 6
 
 
 class SPADEDecoder(nn.Module):
-    def __init__(self, in_channels: int = 256, out_channels: int = 64, label_nc: int = 256) -> None:
+    def __init__(self, in_channels: int = 256, out_channels: int = 64, spade_hidden: int = 128) -> None:
         super().__init__()
         ic, oc = in_channels, out_channels
         self.fc = nn.Conv2d(ic, 2 * ic, kernel_size=3, padding=1)
         for i in range(NUM_MIDDLE_BLOCKS):
-            setattr(self, f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc))
-        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc)
-        self.up_1 = SPADEResnetBlock(ic, oc, label_nc)
+            setattr(self, f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, ic, spade_hidden))
+        self.up_0 = SPADEResnetBlock(2 * ic, ic, ic, spade_hidden)
+        self.up_1 = SPADEResnetBlock(ic, oc, ic, spade_hidden)
         self.conv_img = nn.Conv2d(oc, 3, kernel_size=3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
 
