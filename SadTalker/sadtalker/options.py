@@ -37,6 +37,7 @@ class GenerationOptions:
     input_roll: tuple[float, ...] = ()
     ref_video: str = ""                  # path of a reference video ("" = none)
     ref_info: RefInfo = "pose"           # what the reference video drives: pose, blink, pose+blink or all
+    ref_eyeblink_video: str = ""         # a second video for the blinks only (the CLI's --ref_eyeblink != --ref_pose)
     idle_mode: bool = False              # no speech: the face breathes and blinks for idle_seconds
     idle_seconds: float = 5.0
     use_blink: bool = True
@@ -74,8 +75,9 @@ class GenerationOptions:
                 raise InvalidInputError(f"{name} must be a list of angles between -90 and 90 degrees; got {values!r}")
         if self.ref_info not in REF_INFO_CHOICES:
             raise InvalidInputError(f"ref_info must be one of {', '.join(REF_INFO_CHOICES)}; got {self.ref_info!r}")
-        if not isinstance(self.ref_video, str):
-            raise InvalidInputError(f"ref_video must be a file path; got {self.ref_video!r}")
+        for name in ("ref_video", "ref_eyeblink_video"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a file path; got {getattr(self, name)!r}")
         if not isinstance(self.idle_seconds, (int, float)) or isinstance(self.idle_seconds, bool) or not (
                 0.0 < float(self.idle_seconds) <= MAX_IDLE_SECONDS):
             raise InvalidInputError(

@@ -74,6 +74,15 @@ def resolve_device(device: Device | str) -> torch.device:
 
 
 @dataclass
+class References:
+    """Reference-video coefficients (N, 73) by use; None where not asked for."""
+
+    pose: np.ndarray | None = None
+    blink: np.ndarray | None = None
+    everything: np.ndarray | None = None   # 'all': the video's own motion replaces the predicted one
+
+
+@dataclass
 class DrivingAudio:
     samples: np.ndarray      # float32 mono 16 kHz
     idle: bool               # no speech: idle motion
@@ -135,12 +144,12 @@ class SadTalkerPipeline:
             timings["face"] = time.perf_counter() - t
             # 3. reference video
             t = time.perf_counter()
-            reference = self.reference_coefficients(options, progress)
+            refs = self.reference_coefficients(options, progress)
             timings["reference"] = time.perf_counter() - t
             # 4. motion
             t = time.perf_counter()
             progress(0.08, "predicting motion")
-            coeffs = self.predict_motion(audio, face, reference, options)
+            coeffs = self.predict_motion(audio, face, refs, options)
             timings["motion"] = time.perf_counter() - t
             # 5. render, compose, encode
             t = time.perf_counter()
@@ -155,7 +164,7 @@ class SadTalkerPipeline:
     # 1. inputs
     def driving_audio(self, audio_path: Path | None, options: GenerationOptions) -> DrivingAudio:
         """The speech (16 kHz mono), the reference video's own sound ('all'), or silence for idle mode."""
-        if options.ref_video and options.ref_info == "all":
+        if options.ref_video and options.ref_info == "all":  # the reference video's own sound
             samples = decode_audio(Path(options.ref_video), SAMPLE_RATE)
             if samples.size == 0:
                 raise AudioError("the reference video has no sound to use in 'all' mode")
@@ -168,34 +177,42 @@ class SadTalkerPipeline:
         check_audio(samples)
         return DrivingAudio(samples, idle=False)
 
-    # 3. reference video
-    def reference_coefficients(self, options: GenerationOptions, progress: ProgressFn) -> np.ndarray | None:
-        """(N, 73) coefficients of the reference video's frames, or None without one."""
-        if not options.ref_video:
-            return None
-        path = Path(options.ref_video)
+    def reference_coefficients(self, options: GenerationOptions, progress: ProgressFn) -> References:
+        """Coefficients (N, 73) of the reference video(s) for pose and/or blinks, per the options."""
+        refs = References()
+        if not options.ref_video and not options.ref_eyeblink_video:
+            return refs
+        progress(0.04, "reading the reference video")
+        main = self._video_coefficients(Path(options.ref_video)) if options.ref_video else None
+        if options.ref_info in ("pose", "pose+blink", "all"):
+            refs.pose = main
+        if options.ref_info == "all":
+            refs.everything = main
+        if options.ref_eyeblink_video:
+            refs.blink = self._video_coefficients(Path(options.ref_eyeblink_video))
+        elif options.ref_info in ("blink", "pose+blink"):
+            refs.blink = main
+        return refs
+
+    def _video_coefficients(self, path: Path) -> np.ndarray:
         if not path.is_file():
             raise InvalidInputError(f"reference video not found: {path.name}")
-        progress(0.04, "reading the reference video")
-        coeffs = np.asarray(self.face.extract_video(iter_video_frames(path, MAX_REFERENCE_FRAMES), options.preprocess),
+        coeffs = np.asarray(self.face.extract_video(iter_video_frames(path, MAX_REFERENCE_FRAMES), "crop"),
                             dtype=np.float32)
         if coeffs.ndim != 2 or len(coeffs) == 0:
             raise InvalidInputError(f"no face was found in the reference video {path.name}")
         return coeffs
 
     # 4. motion
-    def predict_motion(self, audio: DrivingAudio, face: SourceFaceLike, reference: np.ndarray | None,
+    def predict_motion(self, audio: DrivingAudio, face: SourceFaceLike, refs: References,
                        options: GenerationOptions) -> np.ndarray:
         """(T, 70) per-frame coefficients: expression 64 + pose 6."""
-        if reference is not None and options.ref_info == "all":
-            return np.ascontiguousarray(reference[:, :70])
-        use_pose = reference is not None and options.ref_info in ("pose", "pose+blink")
-        use_blink_ref = reference is not None and options.ref_info in ("blink", "pose+blink")
+        if refs.everything is not None:
+            return np.ascontiguousarray(refs.everything[:, :70])
         coeffs = self.motion.generate(
             audio.samples, np.asarray(face.coeffs73, np.float32).reshape(-1),
             pose_style=options.pose_style, still=options.still_mode, idle=audio.idle,
-            use_blink=options.use_blink, ref_eyeblink=reference if use_blink_ref else None,
-            ref_pose=reference if use_pose else None, seed=options.seed)
+            use_blink=options.use_blink, ref_eyeblink=refs.blink, ref_pose=refs.pose, seed=options.seed)
         coeffs = np.asarray(coeffs, dtype=np.float32)
         if coeffs.ndim != 2 or coeffs.shape[1] < 70 or len(coeffs) == 0:
             raise InvalidInputError(f"the motion stage returned coefficients of shape {coeffs.shape}")
