@@ -13,6 +13,9 @@ ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
 SIZES: tuple[int, ...] = (256, 512)
 NUM_POSE_STYLES = 46  # valid ids 0..45; the original's slider allows 46, which indexes past the class table
 MAX_BATCH_SIZE = 32
+RefInfo = Literal["pose", "blink", "pose+blink", "all"]
+REF_INFO_CHOICES: tuple[str, ...] = get_args(RefInfo)
+MAX_IDLE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,16 @@ class GenerationOptions:
     expression_scale: float = 1.0
     seed: int = 0
     engine: EngineChoice = "auto"
+    # SadTalker engine extras (the original's CLI and web UI); added after the fields above, all with defaults.
+    input_yaw: tuple[float, ...] = ()    # fixed head yaw in degrees; several values are visited in order
+    input_pitch: tuple[float, ...] = ()
+    input_roll: tuple[float, ...] = ()
+    ref_video: str = ""                  # path of a reference video ("" = none)
+    ref_info: RefInfo = "pose"           # what the reference video drives: pose, blink, pose+blink or all
+    ref_eyeblink_video: str = ""         # a second video for the blinks only (the CLI's --ref_eyeblink != --ref_pose)
+    idle_mode: bool = False              # no speech: the face breathes and blinks for idle_seconds
+    idle_seconds: float = 5.0
+    use_blink: bool = True
 
     def __post_init__(self) -> None:
         if self.preprocess not in PREPROCESS_MODES:
@@ -52,9 +65,23 @@ class GenerationOptions:
         if not 0.0 <= float(self.expression_scale) <= 3.0:
             raise InvalidInputError(f"expression_scale must be between 0 and 3; got {self.expression_scale!r}")
         _check_int("seed", self.seed)
-        for name in ("still_mode", "enhancer"):
+        for name in ("still_mode", "enhancer", "idle_mode", "use_blink"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        for name in ("input_yaw", "input_pitch", "input_roll"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and -90.0 <= v <= 90.0 for v in values):
+                raise InvalidInputError(f"{name} must be a list of angles between -90 and 90 degrees; got {values!r}")
+        if self.ref_info not in REF_INFO_CHOICES:
+            raise InvalidInputError(f"ref_info must be one of {', '.join(REF_INFO_CHOICES)}; got {self.ref_info!r}")
+        for name in ("ref_video", "ref_eyeblink_video"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a file path; got {getattr(self, name)!r}")
+        if not isinstance(self.idle_seconds, (int, float)) or isinstance(self.idle_seconds, bool) or not (
+                0.0 < float(self.idle_seconds) <= MAX_IDLE_SECONDS):
+            raise InvalidInputError(
+                f"idle_seconds must be a number of seconds in (0, {MAX_IDLE_SECONDS:g}]; got {self.idle_seconds!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +127,12 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
         if not number.is_integer():
             raise InvalidInputError(f"{name} must be an integer; got {raw!r}")
         return int(number)
+    if kind is tuple:
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).replace(",", " ").split()
+        try:
+            return tuple(float(v) for v in items)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name} must be a list of numbers; got {raw!r}") from None
     if kind is float:
         try:
             return float(raw)
