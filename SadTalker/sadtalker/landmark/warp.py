@@ -1,0 +1,300 @@
+"""Dense face warp driven by the face mesh: a few precomputed displacement fields (jaw, lip width, blink, head
+roll/shift/scale) restricted to the face region, mixed per frame and applied with one remap; the open mouth is
+painted as a dark cavity with a hint of upper teeth."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .. import facemesh as fm
+
+logger = logging.getLogger(__name__)
+
+# Control order of the coefficient vector given to FaceWarper.render.
+JAW, WIDTH, BLINK, ROLL, SHIFT_X, SHIFT_Y, SCALE = range(7)
+NUM_CONTROLS = 7
+
+JAW_UNIT = 0.085      # lower-lip drop at jaw coefficient 1, fraction of the face height
+UPPER_LIP_RISE = 0.12  # the upper lip moves up by this share of the jaw drop
+WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
+CAVITY_RGB = np.array([52, 18, 22], np.float32)
+TEETH_RGB = np.array([206, 198, 186], np.float32)
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """Face axes and sizes from the mesh (image pixels)."""
+
+    ex: np.ndarray      # (2,) unit vector from the person's right eye to the left eye
+    ey: np.ndarray      # (2,) unit vector pointing down the face
+    height: float       # forehead (10) to chin (152)
+    mouth_width: float  # outer lip corners
+    centre: np.ndarray  # (2,) mid-point of forehead and chin
+
+    @classmethod
+    def from_mesh(cls, xy: np.ndarray) -> "FaceGeometry":
+        right = xy[[fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER]].mean(0)
+        left = xy[[fm.LEFT_EYE_OUTER, fm.LEFT_EYE_INNER]].mean(0)
+        ex = (left - right) / max(np.linalg.norm(left - right), 1e-6)
+        ey = np.array([-ex[1], ex[0]])
+        height = float(np.linalg.norm(xy[fm.CHIN] - xy[fm.FOREHEAD]))
+        mouth = float(np.linalg.norm(xy[291] - xy[61]))
+        return cls(ex=ex, ey=ey, height=max(height, 8.0), mouth_width=max(mouth, 2.0),
+                   centre=(xy[fm.CHIN] + xy[fm.FOREHEAD]) / 2)
+
+    def local(self, xy: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = xy - origin
+        return d @ self.ex, d @ self.ey
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+class FaceWarper:
+    """Precomputes the control fields for one framed portrait, then renders frames from control coefficients.
+
+    Fields are backward displacements (output pixel -> where to sample the portrait) on a grid `step` times coarser
+    than the output, over the face region only; everything outside that region is the untouched portrait.
+    """
+
+    def __init__(self, image: np.ndarray, mesh: np.ndarray, step: int = 2) -> None:
+        self.image = np.ascontiguousarray(image)
+        self.xy = np.asarray(mesh, np.float64)[:, :2]
+        self.geo = FaceGeometry.from_mesh(self.xy)
+        self.step = step
+        h, w = image.shape[:2]
+        fh = self.geo.height
+        # 1. the face region: the head (face, hair) and the neck around it, in whole steps
+        corners = self.xy[list(fm.FACE_OVAL)]
+        lo = corners.min(0) - np.array([0.75, 0.95]) * fh
+        hi = corners.max(0) + np.array([0.75, 0.75]) * fh
+        x0, y0 = (np.maximum(np.floor(lo / step) * step, 0)).astype(int)
+        x1, y1 = np.minimum(np.ceil(hi / step) * step, [w, h]).astype(int)
+        self.roi = (int(x0), int(y0), int(x1), int(y1))
+        rw, rh = x1 - x0, y1 - y0
+        gw, gh = -(-rw // step), -(-rh // step)
+        # coarse grid points in image coordinates (matching cv2.resize's pixel-centre convention)
+        gx = x0 + (np.arange(gw) + 0.5) * step - 0.5
+        gy = y0 + (np.arange(gh) + 0.5) * step - 0.5
+        self.grid = np.stack(np.meshgrid(gx, gy), axis=-1).astype(np.float32)  # (gh, gw, 2)
+        self.full_grid = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float32),
+                                              np.arange(y0, y1, dtype=np.float32)), axis=-1)  # (rh, rw, 2)
+        self.full_shape = (rh, rw)
+        # 2. mesh over the region: landmarks, a ring around the face and the region border (all fixed)
+        self.points = self._support_points()
+        self.triangles = Delaunay(self.points).simplices.astype(np.int32)
+        # 3. fields, (K, gh, gw, 2) backward, and the forward motion of the inner-lip points per control
+        disp = np.zeros((NUM_CONTROLS, len(self.points), 2))
+        disp[JAW, :468] = self._jaw_displacement()
+        disp[WIDTH, :468] = self._width_displacement()
+        disp[BLINK, :468] = self._blink_displacement()
+        fields = np.zeros((NUM_CONTROLS, gh, gw, 2), np.float32)
+        for k in (JAW, WIDTH, BLINK):
+            fields[k] = self._backward_field(disp[k])
+        head_fields, head_disp = self._head_fields()
+        fields[ROLL:] = head_fields
+        disp[ROLL:, :468] = head_disp
+        self.fields = fields.reshape(NUM_CONTROLS, -1)
+        self.coarse_shape = (gh, gw)
+        self.lip_upper = list(fm.UPPER_INNER_LIP)
+        self.lip_lower = list(fm.LOWER_INNER_LIP[1:-1])
+        self.lip_index = self.lip_upper + self.lip_lower[::-1]
+        self.lip_disp = disp[:, self.lip_index].astype(np.float32)  # (K, 20, 2)
+        self.lip_rest = self.xy[self.lip_index].astype(np.float32)
+        self.rest_gap = float(np.linalg.norm(self.xy[14] - self.xy[13]))
+
+    # -- support mesh -------------------------------------------------------------------------------------------
+    def _support_points(self) -> np.ndarray:
+        x0, y0, x1, y1 = self.roi
+        oval = self.xy[list(fm.FACE_OVAL)]
+        centre = self.xy[fm.NOSE_TIP]
+        ring = centre + (oval - centre) * 1.55
+        n = 10
+        xs = np.linspace(x0, x1 - 1, n)
+        ys = np.linspace(y0, y1 - 1, n)
+        border = np.concatenate([np.stack([xs, np.full(n, y0)], 1), np.stack([xs, np.full(n, y1 - 1)], 1),
+                                 np.stack([np.full(n, x0), ys], 1), np.stack([np.full(n, x1 - 1), ys], 1)])
+        ring = ring[(ring[:, 0] > x0 + 2) & (ring[:, 0] < x1 - 3) & (ring[:, 1] > y0 + 2) & (ring[:, 1] < y1 - 3)]
+        return np.concatenate([self.xy, ring, border])
+
+    # -- per-vertex forward displacements at coefficient 1 --------------------------------------------------------
+    def _jaw_displacement(self) -> np.ndarray:
+        """Lower lip, chin and jaw drop along the face's down axis; the upper lip rises a little."""
+        geo, xy = self.geo, self.xy
+        mouth_c = (xy[78] + xy[308]) / 2
+        u, v = geo.local(xy, mouth_c)
+        up_u, up_v = geo.local(xy[list(fm.UPPER_INNER_LIP)], mouth_c)
+        lo_u, lo_v = geo.local(xy[list(fm.LOWER_INNER_LIP)], mouth_c)
+        order = np.argsort(up_u)
+        line = np.interp(u, up_u[order], ((up_v + lo_v) / 2)[order])  # the lip line, flat beyond the corners
+        half_mouth = geo.mouth_width / 2
+        oval_u, _ = geo.local(xy[list(fm.FACE_OVAL)], mouth_c)
+        jaw_half = max(float(np.abs(oval_u).max()), half_mouth * 1.2)
+        across = np.clip(1.0 - (np.abs(u) / jaw_half) ** 2.5, 0.0, 1.0)
+        outside = np.maximum(np.abs(u) - half_mouth, 0.0)
+        band = np.maximum(outside * 1.2, 1e-3)
+        below = np.where(outside > 0, _smoothstep(0.5 + (v - line) / (2 * band)), (v > line).astype(float))
+        weight = across * below
+        weight[list(fm.LOWER_INNER_LIP[1:-1]) + list(fm.LOWER_OUTER_LIP[1:-1])] = 1.0
+        weight[list(fm.UPPER_INNER_LIP[1:-1]) + list(fm.UPPER_OUTER_LIP[1:-1])] = -UPPER_LIP_RISE
+        weight[[61, 291, 78, 308]] = 0.45
+        return weight[:, None] * geo.ey[None] * (JAW_UNIT * geo.height)
+
+    def _width_displacement(self) -> np.ndarray:
+        """Lip corners and the skin around them move outward (wide) along the eye axis."""
+        geo, xy = self.geo, self.xy
+        mouth_c = (xy[61] + xy[291]) / 2
+        u, _ = geo.local(xy, mouth_c)
+        sigma = 0.4 * geo.mouth_width
+        d = np.minimum(np.linalg.norm(xy - xy[61], axis=1), np.linalg.norm(xy - xy[291], axis=1))
+        weight = np.exp(-(d / sigma) ** 2) * np.sign(u)
+        return weight[:, None] * geo.ex[None] * (WIDTH_UNIT * geo.mouth_width)
+
+    def _blink_displacement(self) -> np.ndarray:
+        """The upper eyelid comes down onto the lower one; the skin up to the brow stretches with it."""
+        geo, xy = self.geo, self.xy
+        out = np.zeros_like(xy)
+        for upper, lower, brow in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_BROW[5:]),
+                                   (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_BROW[5:])):
+            origin = (xy[upper[0]] + xy[upper[-1]]) / 2
+            u, v = geo.local(xy, origin)
+            uu, uv = geo.local(xy[list(upper)], origin)
+            lu, lv = geo.local(xy[list(lower)], origin)
+            bu, bv = geo.local(xy[list(brow)], origin)
+            ou, lo_, bo = np.argsort(uu), np.argsort(lu), np.argsort(bu)
+            lid = np.interp(u, uu[ou], uv[ou])
+            opening = np.clip(np.interp(u, lu[lo_], lv[lo_]) - lid, 0.0, None)
+            brow_v = np.minimum(np.interp(u, bu[bo], bv[bo]), lid - 1.0)
+            half = abs(uu.max() - uu.min()) / 2
+            centre_u = (uu.max() + uu.min()) / 2
+            across = np.clip(1.0 - (np.abs(u - centre_u) - half) / (0.35 * 2 * half), 0.0, 1.0)
+            above = np.clip((v - brow_v) / np.maximum(lid - brow_v, 1e-3), 0.0, 1.0) * (v <= lid + 0.5)
+            weight = above * across
+            weight[list(upper[1:-1])] = 1.0
+            weight[list(lower)] = 0.0
+            weight[[upper[0], upper[-1]]] = 0.0
+            shift = weight * opening
+            out += shift[:, None] * geo.ey[None]
+        return out
+
+    # -- fields -------------------------------------------------------------------------------------------------
+    def _backward_field(self, disp: np.ndarray) -> np.ndarray:
+        """For each coarse grid point of the output, where to sample the portrait minus where it is: the support
+        mesh is drawn at its displaced (output) position and each triangle maps back affinely to its rest place."""
+        gh, gw = self.grid.shape[:2]
+        field = np.zeros((gh, gw, 2), np.float32)
+        moving = np.abs(disp).sum(1) > 1e-6
+        tris = self.triangles[moving[self.triangles].any(1)]
+        if len(tris) == 0:
+            return field
+        src = self.points
+        dst = self.points + disp
+        x0, y0 = self.roi[:2]
+        labels = np.zeros((gh, gw), np.int32)
+        # coarse pixel (i, j) sits at image point x0 + (j + 0.5) * step - 0.5
+        to_coarse = lambda p: (p - np.array([x0, y0]) + 0.5) / self.step - 0.5  # noqa: E731
+        for t, tri in enumerate(tris, start=1):
+            pts = np.round(to_coarse(dst[tri]) * 16).astype(np.int32)
+            cv2.fillConvexPoly(labels, pts, int(t), lineType=cv2.LINE_8, shift=4)
+        ii, jj = np.nonzero(labels)
+        tri = tris[labels[ii, jj] - 1]                                 # (M, 3)
+        p = self.grid[ii, jj].astype(np.float64)                       # (M, 2) output points
+        a, b, c = dst[tri[:, 0]], dst[tri[:, 1]], dst[tri[:, 2]]
+        v0, v1, v2 = b - a, c - a, p - a
+        den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+        ok = np.abs(den) > 1e-9
+        den = np.where(ok, den, 1.0)
+        beta = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+        gamma = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+        alpha = 1.0 - beta - gamma
+        sample = alpha[:, None] * src[tri[:, 0]] + beta[:, None] * src[tri[:, 1]] + gamma[:, None] * src[tri[:, 2]]
+        field[ii, jj] = np.where(ok[:, None], sample - p, 0.0)
+        return field
+
+    def _head_mask(self, xy: np.ndarray) -> np.ndarray:
+        """1 over the head (face and hair), falling smoothly to 0 around it."""
+        geo = self.geo
+        centre = geo.centre - 0.12 * geo.height * geo.ey
+        u, v = geo.local(xy, centre)
+        r = np.sqrt((u / (0.62 * geo.height)) ** 2 + (v / (0.78 * geo.height)) ** 2)
+        return 1.0 - _smoothstep((r - 1.0) / 0.45)
+
+    def _head_fields(self) -> tuple[np.ndarray, np.ndarray]:
+        """Backward fields (4, gh, gw, 2) and forward vertex motion (4, 468, 2) for roll (1 radian), shift x/y
+        (1 face height) and scale (+100%), about a pivot in the neck, fading out around the head."""
+        geo = self.geo
+        pivot = self.xy[fm.CHIN] + 0.25 * geo.height * geo.ey
+
+        def forward(xy: np.ndarray) -> np.ndarray:
+            d = xy - pivot
+            mask = self._head_mask(xy)[..., None]
+            roll = np.stack([-d[..., 1], d[..., 0]], axis=-1)
+            shift_x = np.broadcast_to(geo.ex * geo.height, d.shape)
+            shift_y = np.broadcast_to(geo.ey * geo.height, d.shape)
+            return np.stack([roll * mask, shift_x * mask, shift_y * mask, d * mask])
+
+        grid = self.grid.astype(np.float64)
+        return (-forward(grid)).astype(np.float32), forward(self.xy)
+
+    # -- rendering ----------------------------------------------------------------------------------------------
+    def render(self, coeffs: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Draw one frame into `out` (a copy of the portrait, (H, W, 3) uint8; only the face region is written).
+
+        coeffs: (7,) jaw 0..~1.6, width -1..1, blink 0..1, roll (radians), shift x, shift y (face heights), scale.
+        """
+        coeffs = np.asarray(coeffs, np.float32)
+        gh, gw = self.coarse_shape
+        coarse = (coeffs @ self.fields).reshape(gh, gw, 2)                   # (gh, gw, 2)
+        rh, rw = self.full_shape
+        fine = cv2.resize(coarse, (rw, rh), interpolation=cv2.INTER_LINEAR)   # (rh, rw, 2)
+        maps = cv2.add(fine, self.full_grid)
+        x0, y0, x1, y1 = self.roi
+        region = cv2.remap(self.image, maps, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = region
+        self._paint_mouth(coeffs, out)
+        return out
+
+    def _paint_mouth(self, coeffs: np.ndarray, out: np.ndarray) -> None:
+        """Dark cavity between the inner lips where the mouth opened beyond its rest, a band of upper teeth."""
+        lips = self.lip_rest + np.tensordot(coeffs, self.lip_disp, axes=1)  # (20, 2)
+        n_up = len(self.lip_upper)
+        gap = float(np.linalg.norm(lips[n_up + len(self.lip_lower) // 2] - lips[n_up // 2]))
+        extra = gap - self.rest_gap
+        if extra < 0.6:
+            return
+        strength = min(1.0, extra / 3.0)
+        h, w = out.shape[:2]
+        lo = np.floor(lips.min(0)).astype(int) - 3
+        hi = np.ceil(lips.max(0)).astype(int) + 4
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, [w, h])
+        if np.any(hi - lo < 2):
+            return
+        bw, bh = hi - lo
+        local = lips - lo
+        scale = 4
+        cavity = np.zeros((bh, bw), np.float32)
+        cv2.fillPoly(cavity, [np.round(local * scale).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+        upper = local[:n_up]
+        teeth_depth = min(0.33 * gap, 0.11 * self.geo.mouth_width)
+        band = np.concatenate([upper, (upper + teeth_depth * self.geo.ey)[::-1]])
+        teeth = np.zeros((bh, bw), np.float32)
+        cv2.fillPoly(teeth, [np.round(band * scale).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+        # teeth only across the middle of the mouth, fading toward the corners
+        u = (np.arange(bw) + lo[0] - (lips[0, 0] + lips[n_up - 1, 0]) / 2) / max(self.geo.mouth_width / 2, 1.0)
+        teeth *= np.clip(1.3 - np.abs(u) ** 2 * 1.1, 0.0, 1.0)[None, :]
+        cavity = cv2.GaussianBlur(cavity, (3, 3), 0)
+        teeth = cv2.GaussianBlur(teeth, (3, 3), 0) * cavity
+        # the cavity darkens toward its middle (depth), the teeth are shaded a little
+        alpha = (cavity * strength)[..., None]
+        tooth = (teeth * strength)[..., None]
+        patch = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float32)
+        patch = patch * (1.0 - alpha) + CAVITY_RGB * alpha
+        patch = patch * (1.0 - tooth * 0.9) + TEETH_RGB * (tooth * 0.9)
+        out[lo[1]:hi[1], lo[0]:hi[0]] = np.clip(patch, 0, 255).astype(np.uint8)
