@@ -139,12 +139,12 @@ class LandmarkEngine:
         # 5. frames, streamed to the encoder
         t = time.perf_counter()
         output_path = Path(output_path)
-        frame = framed.copy()
+        frame = warper.start_yuv()
         report_every = max(1, num_frames // 20)
         with VideoWriter(output_path, framing.width, framing.height, audio=samples, sample_rate=SAMPLE_RATE,
-                         fps=FPS, preset=ENCODER_PRESET, crf=20) as writer:
+                         fps=FPS, preset=ENCODER_PRESET, crf=20, input_format="yuv420p") as writer:
             for i in range(num_frames):
-                writer.write(warper.render(controls[i], frame))
+                writer.write_yuv420p(warper.render_yuv(controls[i], frame))
                 if i % report_every == 0:
                     progress(0.1 + 0.85 * i / num_frames, "animating")
         timings["render_encode"] = time.perf_counter() - t

@@ -19,9 +19,11 @@ JAW, WIDTH, BLINK, ROLL, SHIFT_X, SHIFT_Y, SCALE = range(7)
 NUM_CONTROLS = 7
 
 JAW_UNIT = 0.06       # lower-lip drop at jaw coefficient 1, fraction of the face height
-UPPER_LIP_RISE = 0.12  # the upper lip moves up by this share of the jaw drop
+UPPER_LIP_RISE = 0.12
+CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper lip moves up by this share of the jaw drop
 WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
-CAVITY_RGB = np.array([58, 22, 24], np.float32)
+CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
+CAVITY_EDGE_RGB = np.array([96, 40, 42], np.float32)  # just inside the lips
 TEETH_RGB = np.array([196, 188, 176], np.float32)
 
 
@@ -65,6 +67,10 @@ class FaceWarper:
 
     def __init__(self, image: np.ndarray, mesh: np.ndarray, step: int = 2) -> None:
         self.image = np.ascontiguousarray(image)
+        if image.shape[0] % 2 or image.shape[1] % 2:
+            raise ValueError(f"the framed portrait needs even dimensions; got {image.shape[1]}x{image.shape[0]}")
+        if step not in (2, 4):
+            raise ValueError(f"step must be 2 or 4; got {step}")
         self.xy = np.asarray(mesh, np.float64)[:, :2]
         self.geo = FaceGeometry.from_mesh(self.xy)
         self.step = step
@@ -86,6 +92,12 @@ class FaceWarper:
         self.full_grid = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float32),
                                               np.arange(y0, y1, dtype=np.float32)), axis=-1)  # (rh, rw, 2)
         self.full_shape = (rh, rw)
+        # chroma pixel (i, j) of the region sits at image point (x0 + 2j + 0.5, y0 + 2i + 0.5)
+        self.chroma_grid = np.stack(np.meshgrid(np.arange(x0 // 2, x1 // 2, dtype=np.float32),
+                                                np.arange(y0 // 2, y1 // 2, dtype=np.float32)), axis=-1)
+        self.yuv = cv2.cvtColor(self.image, cv2.COLOR_RGB2YUV_I420)
+        planes = _planes(self.yuv, h, w)
+        self.y_src, self.u_src, self.v_src = (np.ascontiguousarray(p) for p in planes)
         # 2. mesh over the region: landmarks, a ring around the face and the region border (all fixed)
         self.points = self._support_points()
         self.triangles = Delaunay(self.points).simplices.astype(np.int32)
@@ -145,9 +157,13 @@ class FaceWarper:
         band = np.maximum(outside * 1.2, 1e-3)
         below = np.where(outside > 0, _smoothstep(0.5 + (v - line) / (2 * band)), (v > line).astype(float))
         weight = across * below
-        weight[list(fm.LOWER_INNER_LIP[1:-1]) + list(fm.LOWER_OUTER_LIP[1:-1])] = 1.0
-        weight[list(fm.UPPER_INNER_LIP[1:-1]) + list(fm.UPPER_OUTER_LIP[1:-1])] = -UPPER_LIP_RISE
-        weight[[61, 291, 78, 308]] = 0.45
+        # the lips part most in the middle and stay joined at the corners (a lens-shaped opening)
+        for lips, sign in ((fm.LOWER_INNER_LIP, 1.0), (fm.LOWER_OUTER_LIP, 1.0),
+                           (fm.UPPER_INNER_LIP, -UPPER_LIP_RISE), (fm.UPPER_OUTER_LIP, -UPPER_LIP_RISE)):
+            idx = list(lips[1:-1])
+            taper = np.clip(1.0 - (np.abs(u[idx]) / half_mouth) ** 2, 0.0, 1.0)
+            weight[idx] = sign * (CORNER_SHARE + (1.0 - CORNER_SHARE) * taper) if sign > 0 else sign * taper
+        weight[[61, 291, 78, 308]] = CORNER_SHARE
         return weight[:, None] * geo.ey[None] * (JAW_UNIT * geo.height)
 
     def _width_displacement(self) -> np.ndarray:
@@ -248,59 +264,124 @@ class FaceWarper:
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def render(self, coeffs: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Draw one frame into `out` (a copy of the portrait, (H, W, 3) uint8; only the face region is written).
+        """Draw one RGB frame into `out` (a copy of the portrait, (H, W, 3) uint8; only the face region is written).
 
         coeffs: (7,) jaw 0..~1.6, width -1..1, blink 0..1, roll (radians), shift x, shift y (face heights), scale.
         """
         coeffs = np.asarray(coeffs, np.float32)
-        gh, gw = self.coarse_shape
-        coarse = (coeffs @ self.fields).reshape(gh, gw, 2)                   # (gh, gw, 2)
-        rh, rw = self.full_shape
-        fine = cv2.resize(coarse, (rw, rh), interpolation=cv2.INTER_LINEAR)   # (rh, rw, 2)
-        maps = cv2.add(fine, self.full_grid)
+        coarse = self._coarse_field(coeffs)
         x0, y0, x1, y1 = self.roi
-        region = cv2.remap(self.image, maps, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        out[y0:y1, x0:x1] = region
-        self._paint_mouth(coeffs, out)
+        out[y0:y1, x0:x1] = cv2.remap(self.image, self._fine_map(coarse), None, interpolation=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE)
+        box = self._mouth_box(coeffs, out.shape[:2])
+        if box is not None:
+            (bx0, by0, bx1, by1), lips, gap = box
+            out[by0:by1, bx0:bx1] = self._paint_mouth(out[by0:by1, bx0:bx1], lips - (bx0, by0), gap)
         return out
 
-    def _paint_mouth(self, coeffs: np.ndarray, out: np.ndarray) -> None:
-        """Dark cavity between the inner lips where the mouth opened beyond its rest, a band of upper teeth."""
+    def start_yuv(self) -> np.ndarray:
+        """The portrait as I420 planes, (H * 3 // 2, W) uint8: the buffer `render_yuv` draws into."""
+        return self.yuv.copy()
+
+    def render_yuv(self, coeffs: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Like `render`, straight into I420 planes (the encoder's input): the luma is warped at full resolution,
+        the chroma at half, which costs about half of an RGB warp and spares the colour conversion."""
+        coeffs = np.asarray(coeffs, np.float32)
+        h, w = self.image.shape[:2]
+        coarse = self._coarse_field(coeffs)
+        x0, y0, x1, y1 = self.roi
+        y_plane, u_plane, v_plane = _planes(out, h, w)
+        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse), None, interpolation=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE)
+        if self.step == 2:
+            chroma_field = coarse
+        else:
+            chroma_field = cv2.resize(coarse, (self.chroma_grid.shape[1], self.chroma_grid.shape[0]),
+                                      interpolation=cv2.INTER_LINEAR)
+        cmap = cv2.scaleAdd(chroma_field, 0.5, self.chroma_grid)
+        cmap1, cmap2 = cv2.convertMaps(cmap, None, cv2.CV_16SC2)
+        cy0, cx0, cy1, cx1 = y0 // 2, x0 // 2, y1 // 2, x1 // 2
+        u_plane[cy0:cy1, cx0:cx1] = cv2.remap(self.u_src, cmap1, cmap2, interpolation=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE)
+        v_plane[cy0:cy1, cx0:cx1] = cv2.remap(self.v_src, cmap1, cmap2, interpolation=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE)
+        box = self._mouth_box(coeffs, (h, w), align=4)
+        if box is not None:
+            (bx0, by0, bx1, by1), lips, gap = box
+            bh, bw = by1 - by0, bx1 - bx0
+            patch = np.concatenate([y_plane[by0:by1, bx0:bx1],
+                                    u_plane[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2].reshape(-1, bw),
+                                    v_plane[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2].reshape(-1, bw)])
+            rgb = self._paint_mouth(cv2.cvtColor(patch, cv2.COLOR_YUV2RGB_I420), lips - (bx0, by0), gap)
+            yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+            y_plane[by0:by1, bx0:bx1] = yuv[:bh]
+            u_plane[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2] = yuv[bh:bh + bh // 4].reshape(bh // 2, bw // 2)
+            v_plane[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2] = yuv[bh + bh // 4:].reshape(bh // 2, bw // 2)
+        return out
+
+    def _coarse_field(self, coeffs: np.ndarray) -> np.ndarray:
+        gh, gw = self.coarse_shape
+        return (coeffs @ self.fields).reshape(gh, gw, 2)                       # (gh, gw, 2) backward, px
+
+    def _fine_map(self, coarse: np.ndarray) -> np.ndarray:
+        rh, rw = self.full_shape
+        fine = cv2.resize(coarse, (rw, rh), interpolation=cv2.INTER_LINEAR)   # (rh, rw, 2)
+        return cv2.add(fine, self.full_grid)                                  # absolute sample positions
+
+    def _mouth_box(self, coeffs: np.ndarray, shape: tuple[int, int], align: int = 1):
+        """Where the mouth gap is in this frame: box (x0, y0, x1, y1) aligned to `align`, the gap outline (the
+        upper side, then the lower side backwards) in image px, and the gap height; None while it is closed."""
         upper = self.lip_mid + np.tensordot(coeffs, self.lip_disp_upper, axes=1)  # (11, 2)
         lower = self.lip_mid + np.tensordot(coeffs, self.lip_disp_lower, axes=1)
         mid = len(upper) // 2
         gap = float((lower[mid] - upper[mid]) @ self.geo.ey)
         if gap < 0.6:
-            return
-        strength = min(1.0, gap / 2.5)
+            return None
         lips = np.concatenate([upper, lower[-2:0:-1]])
-        n_up = len(upper)
-        h, w = out.shape[:2]
-        lo = np.floor(lips.min(0)).astype(int) - 3
-        hi = np.ceil(lips.max(0)).astype(int) + 4
+        h, w = shape
+        lo = (np.floor(lips.min(0)).astype(int) - 4) // align * align
+        hi = -(-(np.ceil(lips.max(0)).astype(int) + 5) // align) * align
         lo = np.maximum(lo, 0)
-        hi = np.minimum(hi, [w, h])
-        if np.any(hi - lo < 2):
-            return
-        bw, bh = hi - lo
-        local = lips - lo
-        scale = 4
-        cavity = np.zeros((bh, bw), np.float32)
-        cv2.fillPoly(cavity, [np.round(local * scale).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
-        upper = local[:n_up]
+        hi = np.minimum(hi, [w - w % align, h - h % align])
+        if np.any(hi - lo < max(align, 2)):
+            return None
+        return (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])), lips, gap
+
+    def _paint_mouth(self, patch: np.ndarray, lips: np.ndarray, gap: float) -> np.ndarray:
+        """Dark cavity inside the gap outline (patch px), deeper toward its middle, with a band of upper teeth."""
+        n_up = len(self.lip_mid)
+        bh, bw = patch.shape[:2]
+        strength = min(1.0, gap / 2.5)
+        cavity = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(cavity, [np.round(lips * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
+        upper = lips[:n_up]
         teeth_depth = min(0.3 * gap, 0.07 * self.geo.mouth_width) * self.teeth_hint
-        band = np.concatenate([upper, (upper + teeth_depth * self.geo.ey)[::-1]])
-        teeth = np.zeros((bh, bw), np.float32)
-        cv2.fillPoly(teeth, [np.round(band * scale).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+        teeth = np.zeros((bh, bw), np.uint8)
+        if teeth_depth > 0.3:
+            band = np.concatenate([upper, (upper + teeth_depth * self.geo.ey)[::-1]])
+            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
+        alpha = cavity.astype(np.float32) * (1.0 / 255.0)
+        # depth: 0 at the lips, 1 well inside (a blur of the outline), for a darker throat
+        sigma = max(0.8, 0.25 * gap)
+        depth = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma) * 1.6 - 0.4, 0.0, 1.0) * alpha
         # teeth only across the middle of the mouth, fading toward the corners
-        u = (np.arange(bw) + lo[0] - (lips[0, 0] + lips[n_up - 1, 0]) / 2) / max(self.geo.mouth_width / 2, 1.0)
-        teeth *= np.clip(1.0 - (np.abs(u) / 0.75) ** 4, 0.0, 1.0)[None, :]
-        cavity = cv2.GaussianBlur(cavity, (3, 3), 0)
-        teeth = cv2.GaussianBlur(teeth, (3, 3), 0) * cavity
-        # the cavity darkens toward its middle (depth), the teeth are shaded a little
-        alpha = (cavity * strength)[..., None]
-        tooth = (teeth * strength)[..., None]
-        patch = out[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float32)
-        patch = patch * (1.0 - alpha) + CAVITY_RGB * alpha
-        patch = patch * (1.0 - tooth * 0.9) + TEETH_RGB * (tooth * 0.9)
-        out[lo[1]:hi[1], lo[0]:hi[0]] = np.clip(patch, 0, 255).astype(np.uint8)
+        centre_x = (upper[0, 0] + upper[-1, 0]) / 2
+        u = (np.arange(bw, dtype=np.float32) - centre_x) / max(self.geo.mouth_width / 2, 1.0)
+        tooth = teeth.astype(np.float32) * (1.0 / 255.0) * alpha
+        tooth *= np.clip(1.0 - (np.abs(u) / 0.75) ** 4, 0.0, 1.0)[None, :]
+        a = (alpha * strength)[..., None]
+        d = depth[..., None]
+        t = (tooth * strength * 0.85)[..., None]
+        colour = CAVITY_EDGE_RGB * (1.0 - d) + CAVITY_RGB * d
+        out = patch.astype(np.float32) * (1.0 - a) + colour * a
+        out = out * (1.0 - t) + TEETH_RGB * t
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (h, w), U and V (h/2, w/2) planes of an I420 buffer (h * 3 // 2, w)."""
+    flat = buf.reshape(-1)
+    y = flat[: h * w].reshape(h, w)
+    u = flat[h * w: h * w + h * w // 4].reshape(h // 2, w // 2)
+    v = flat[h * w + h * w // 4:].reshape(h // 2, w // 2)
+    return y, u, v
