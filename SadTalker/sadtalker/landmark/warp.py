@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 JAW, WIDTH, BLINK, ROLL, SHIFT_X, SHIFT_Y, SCALE = range(7)
 NUM_CONTROLS = 7
 
-JAW_UNIT = 0.06       # lower-lip drop at jaw coefficient 1, fraction of the face height
+JAW_UNIT = 0.07       # lower-lip drop at jaw coefficient 1, fraction of the face height
 UPPER_LIP_RISE = 0.12
+SPLIT_SHARE = 0.8     # the lips part this far from the upper inner lip toward the lower one
 CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper lip moves up by this share of the jaw drop
 WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
 CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
@@ -98,14 +99,29 @@ class FaceWarper:
         self.yuv = cv2.cvtColor(self.image, cv2.COLOR_RGB2YUV_I420)
         planes = _planes(self.yuv, h, w)
         self.y_src, self.u_src, self.v_src = (np.ascontiguousarray(p) for p in planes)
-        # 2. mesh over the region: landmarks, a ring around the face and the region border (all fixed)
-        self.points = self._support_points()
+        # 2. the line the lips part along: between the inner lips, near the lower one (a smile that shows the upper
+        # teeth keeps them with the upper jaw); two rows of support points just above and below it let the field
+        # split there sharply
+        upper, lower = list(fm.UPPER_INNER_LIP), list(fm.LOWER_INNER_LIP)
+        self.split = (self.xy[upper] + SPLIT_SHARE * (self.xy[lower] - self.xy[upper])).astype(np.float32)  # (11, 2)
+        rest_gap = float(np.linalg.norm(self.xy[14] - self.xy[13]))
+        split_rows = []
+        if rest_gap > 2.0:
+            eps = min(0.5, 0.1 * rest_gap) * self.geo.ey
+            split_rows = [self.split[1:-1] - eps, self.split[1:-1] + eps]
+        n_split = sum(len(r) for r in split_rows)
+        # 3. mesh over the region: landmarks, split rows, a ring around the face and the region border (fixed)
+        self.points = np.concatenate([self.xy, *split_rows, self._support_points()])
         self.triangles = Delaunay(self.points).simplices.astype(np.int32)
-        # 3. fields, (K, gh, gw, 2) backward, and the forward motion of the inner-lip points per control
+        # 4. fields, (K, gh, gw, 2) backward, and the forward motion of the inner-lip points per control
         disp = np.zeros((NUM_CONTROLS, len(self.points), 2))
         disp[JAW, :468] = self._jaw_displacement()
         disp[WIDTH, :468] = self._width_displacement()
         disp[BLINK, :468] = self._blink_displacement()
+        if n_split:
+            n = n_split // 2
+            disp[:, 468:468 + n] = disp[:, upper[1:-1]]
+            disp[:, 468 + n:468 + 2 * n] = disp[:, lower[1:-1]]
         fields = np.zeros((NUM_CONTROLS, gh, gw, 2), np.float32)
         for k in (JAW, WIDTH, BLINK):
             fields[k] = self._backward_field(disp[k])
@@ -115,18 +131,20 @@ class FaceWarper:
         fields[np.abs(fields) < 1e-3] = 0.0  # no denormals (they make the per-frame sum 100x slower)
         self.fields = fields.reshape(NUM_CONTROLS, -1)
         self.coarse_shape = (gh, gw)
-        # the mouth gap opens along the rest lip mid-line: its upper side moves with the upper lip, its lower side
-        # with the lower lip; a portrait that already shows its teeth keeps them on both sides of the new gap
-        upper, lower = list(fm.UPPER_INNER_LIP), list(fm.LOWER_INNER_LIP)
-        self.lip_mid = ((self.xy[upper] + self.xy[lower]) / 2).astype(np.float32)      # (11, 2)
+        # the gap opens along the split line: its upper side moves with the upper lip, its lower side with the lower
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
         self.lip_disp_lower = disp[:, lower].astype(np.float32)
         self.rest_gap = float(np.linalg.norm(self.xy[14] - self.xy[13]))
         # a portrait with the lips already apart shows its own teeth; the drawn hint is for closed mouths
         self.teeth_hint = float(np.clip(1.0 - (self.rest_gap / self.geo.height - 0.01) / 0.02, 0.0, 1.0))
+        # ... and its teeth part first (stretching) before a dark gap shows between them; a thin dark line across
+        # visible teeth reads as closed lips
+        self.cavity_start = (1.0 - self.teeth_hint) * 0.15 * self.rest_gap
+        self.cavity_ramp = max(2.5, 0.5 * self.cavity_start)
 
     # -- support mesh -------------------------------------------------------------------------------------------
     def _support_points(self) -> np.ndarray:
+        """A ring around the face and points along the region border, all fixed."""
         x0, y0, x1, y1 = self.roi
         oval = self.xy[list(fm.FACE_OVAL)]
         centre = self.xy[fm.NOSE_TIP]
@@ -137,7 +155,7 @@ class FaceWarper:
         border = np.concatenate([np.stack([xs, np.full(n, y0)], 1), np.stack([xs, np.full(n, y1 - 1)], 1),
                                  np.stack([np.full(n, x0), ys], 1), np.stack([np.full(n, x1 - 1), ys], 1)])
         ring = ring[(ring[:, 0] > x0 + 2) & (ring[:, 0] < x1 - 3) & (ring[:, 1] > y0 + 2) & (ring[:, 1] < y1 - 3)]
-        return np.concatenate([self.xy, ring, border])
+        return np.concatenate([ring, border])
 
     # -- per-vertex forward displacements at coefficient 1 --------------------------------------------------------
     def _jaw_displacement(self) -> np.ndarray:
@@ -331,11 +349,11 @@ class FaceWarper:
     def _mouth_box(self, coeffs: np.ndarray, shape: tuple[int, int], align: int = 1):
         """Where the mouth gap is in this frame: box (x0, y0, x1, y1) aligned to `align`, the gap outline (the
         upper side, then the lower side backwards) in image px, and the gap height; None while it is closed."""
-        upper = self.lip_mid + np.tensordot(coeffs, self.lip_disp_upper, axes=1)  # (11, 2)
-        lower = self.lip_mid + np.tensordot(coeffs, self.lip_disp_lower, axes=1)
+        upper = self.split + np.tensordot(coeffs, self.lip_disp_upper, axes=1)  # (11, 2)
+        lower = self.split + np.tensordot(coeffs, self.lip_disp_lower, axes=1)
         mid = len(upper) // 2
         gap = float((lower[mid] - upper[mid]) @ self.geo.ey)
-        if gap < 0.6:
+        if gap < max(0.6, self.cavity_start):
             return None
         lips = np.concatenate([upper, lower[-2:0:-1]])
         h, w = shape
@@ -349,9 +367,9 @@ class FaceWarper:
 
     def _paint_mouth(self, patch: np.ndarray, lips: np.ndarray, gap: float) -> np.ndarray:
         """Dark cavity inside the gap outline (patch px), deeper toward its middle, with a band of upper teeth."""
-        n_up = len(self.lip_mid)
+        n_up = len(self.split)
         bh, bw = patch.shape[:2]
-        strength = min(1.0, gap / 2.5)
+        strength = float(np.clip((gap - self.cavity_start) / self.cavity_ramp, 0.0, 1.0))
         cavity = np.zeros((bh, bw), np.uint8)
         cv2.fillPoly(cavity, [np.round(lips * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
         upper = lips[:n_up]
@@ -369,7 +387,9 @@ class FaceWarper:
         u = (np.arange(bw, dtype=np.float32) - centre_x) / max(self.geo.mouth_width / 2, 1.0)
         tooth = teeth.astype(np.float32) * (1.0 / 255.0) * alpha
         tooth *= np.clip(1.0 - (np.abs(u) / 0.75) ** 4, 0.0, 1.0)[None, :]
-        a = (alpha * strength)[..., None]
+        # the gap narrows into the lip corners instead of spilling past them
+        corner_fade = np.clip((0.97 - np.abs(u)) / 0.2, 0.0, 1.0)[None, :]
+        a = (alpha * corner_fade * strength)[..., None]
         d = depth[..., None]
         t = (tooth * strength * 0.85)[..., None]
         colour = CAVITY_EDGE_RGB * (1.0 - d) + CAVITY_RGB * d
