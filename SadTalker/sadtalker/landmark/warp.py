@@ -21,6 +21,7 @@ NUM_CONTROLS = 7
 JAW_UNIT = 0.07       # lower-lip drop at jaw coefficient 1, fraction of the face height
 UPPER_LIP_RISE = 0.12
 SPLIT_SHARE = 0.8     # the lips part this far from the upper inner lip toward the lower one
+LOWER_LID_SHARE = 0.2  # in a blink the lower lid rises this share of the way; the upper lid comes down the rest
 CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper lip moves up by this share of the jaw drop
 WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
 CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
@@ -131,6 +132,13 @@ class FaceWarper:
         fields[np.abs(fields) < 1e-3] = 0.0  # no denormals (they make the per-frame sum 100x slower)
         self.fields = fields.reshape(NUM_CONTROLS, -1)
         self.coarse_shape = (gh, gw)
+        eyes = self.xy[list(fm.RIGHT_EYE_UPPER + fm.RIGHT_EYE_LOWER + fm.RIGHT_BROW)]
+        eyes2 = self.xy[list(fm.LEFT_EYE_UPPER + fm.LEFT_EYE_LOWER + fm.LEFT_BROW)]
+        mouth = self.xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
+        self.details = [d for d in (
+            self._detail(disp, eyes, 0.08 * fh), self._detail(disp, eyes2, 0.08 * fh),
+            self._detail(disp, mouth, 0.08 * fh + JAW_UNIT * fh * 1.6),
+        ) if d is not None]
         # the gap opens along the split line: its upper side moves with the upper lip, its lower side with the lower
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
         self.lip_disp_lower = disp[:, lower].astype(np.float32)
@@ -213,19 +221,29 @@ class FaceWarper:
             centre_u = (uu.max() + uu.min()) / 2
             across = np.clip(1.0 - (np.abs(u - centre_u) - half) / (0.35 * 2 * half), 0.0, 1.0)
             above = np.clip((v - brow_v) / np.maximum(lid - brow_v, 1e-3), 0.0, 1.0) * (v <= lid + 0.5)
-            weight = above * across
-            weight[list(upper[1:-1])] = 1.0
-            weight[list(lower)] = 0.0
+            lower_v = np.interp(u, lu[lo_], lv[lo_])
+            reach = 2.5 * max(float(opening.max()), 1.0)
+            below = np.clip(1.0 - (v - lower_v) / reach, 0.0, 1.0) * (v >= lower_v - 0.5) * across
+            weight = above * across * (1.0 - LOWER_LID_SHARE) - below * LOWER_LID_SHARE
+            weight[list(upper[1:-1])] = 1.0 - LOWER_LID_SHARE
+            weight[list(lower[1:-1])] = -LOWER_LID_SHARE
             weight[[upper[0], upper[-1]]] = 0.0
             shift = weight * opening
             out += shift[:, None] * geo.ey[None]
         return out
 
     # -- fields -------------------------------------------------------------------------------------------------
-    def _backward_field(self, disp: np.ndarray) -> np.ndarray:
-        """For each coarse grid point of the output, where to sample the portrait minus where it is: the support
-        mesh is drawn at its displaced (output) position and each triangle maps back affinely to its rest place."""
-        gh, gw = self.grid.shape[:2]
+    def _backward_field(self, disp: np.ndarray, grid: np.ndarray | None = None, origin: np.ndarray | None = None,
+                        step: float | None = None) -> np.ndarray:
+        """For each grid point of the output, where to sample the portrait minus where it is: the support mesh is
+        drawn at its displaced (output) position and each triangle maps back affinely to its rest place.
+
+        The grid defaults to the coarse one; another grid is given with the image point of its pixel (0, 0) and
+        its spacing."""
+        if grid is None:
+            grid, step = self.grid, self.step
+            origin = self.grid[0, 0]
+        gh, gw = grid.shape[:2]
         field = np.zeros((gh, gw, 2), np.float32)
         moving = np.abs(disp).sum(1) > 1e-6
         tris = self.triangles[moving[self.triangles].any(1)]
@@ -233,16 +251,14 @@ class FaceWarper:
             return field
         src = self.points
         dst = self.points + disp
-        x0, y0 = self.roi[:2]
         labels = np.zeros((gh, gw), np.int32)
-        # coarse pixel (i, j) sits at image point x0 + (j + 0.5) * step - 0.5
-        to_coarse = lambda p: (p - np.array([x0, y0]) + 0.5) / self.step - 0.5  # noqa: E731
+        raster = (dst - np.asarray(origin, np.float64)) / step  # grid pixel coordinates of the displaced points
         for t, tri in enumerate(tris, start=1):
-            pts = np.round(to_coarse(dst[tri]) * 16).astype(np.int32)
-            cv2.fillConvexPoly(labels, pts, int(t), lineType=cv2.LINE_8, shift=4)
+            cv2.fillConvexPoly(labels, np.round(raster[tri] * 16).astype(np.int32), int(t), lineType=cv2.LINE_8,
+                               shift=4)
         ii, jj = np.nonzero(labels)
         tri = tris[labels[ii, jj] - 1]                                 # (M, 3)
-        p = self.grid[ii, jj].astype(np.float64)                       # (M, 2) output points
+        p = grid[ii, jj].astype(np.float64)                            # (M, 2) output points
         a, b, c = dst[tri[:, 0]], dst[tri[:, 1]], dst[tri[:, 2]]
         v0, v1, v2 = b - a, c - a, p - a
         den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
@@ -254,6 +270,36 @@ class FaceWarper:
         sample = alpha[:, None] * src[tri[:, 0]] + beta[:, None] * src[tri[:, 1]] + gamma[:, None] * src[tri[:, 2]]
         field[ii, jj] = np.where(ok[:, None], sample - p, 0.0)
         return field
+
+    def _detail(self, disp: np.ndarray, box_points: np.ndarray, margin: float) -> tuple | None:
+        """Full-resolution fields of the face's own controls (jaw, width, blink) in a box around `box_points`.
+
+        The coarse field smears sharp edges (an eyelid closing over a few pixels, the parting lips) over a coarse
+        step, and the face's controls must follow the head motion; in these boxes the per-frame map gets the exact
+        fields, moved with the head, instead of the upsampled coarse ones. Returns ((x0, y0, x1, y1) in ROI pixels,
+        exact (3, h, w, 2), upsampled coarse (3, h, w, 2), feather (h, w, 1)) or None."""
+        rx0, ry0, rx1, ry1 = self.roi
+        lo = np.floor(box_points.min(0) - margin).astype(int)
+        hi = np.ceil(box_points.max(0) + margin).astype(int)
+        bx0, by0 = max(int(lo[0]), rx0), max(int(lo[1]), ry0)
+        bx1, by1 = min(int(hi[0]), rx1), min(int(hi[1]), ry1)
+        if bx1 - bx0 < 16 or by1 - by0 < 16:
+            return None
+        grid = np.stack(np.meshgrid(np.arange(bx0, bx1, dtype=np.float32), np.arange(by0, by1, dtype=np.float32)),
+                        axis=-1)
+        rh, rw = self.full_shape
+        gh, gw = self.coarse_shape
+        exact = np.zeros((ROLL, by1 - by0, bx1 - bx0, 2), np.float32)
+        coarse = np.zeros_like(exact)
+        for k in range(ROLL):
+            exact[k] = self._backward_field(disp[k], grid, np.array([bx0, by0], np.float64), 1.0)
+            up = cv2.resize(self.fields[k].reshape(gh, gw, 2), (rw, rh), interpolation=cv2.INTER_LINEAR)
+            coarse[k] = up[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
+        ramp = 6.0
+        fy = np.clip(np.minimum(np.arange(by1 - by0), np.arange(by1 - by0)[::-1]) / ramp, 0.0, 1.0)
+        fx = np.clip(np.minimum(np.arange(bx1 - bx0), np.arange(bx1 - bx0)[::-1]) / ramp, 0.0, 1.0)
+        feather = (fy[:, None] * fx[None, :])[..., None].astype(np.float32)
+        return (bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0), exact, coarse, feather
 
     def _head_mask(self, xy: np.ndarray) -> np.ndarray:
         """1 over the head (face and hair), falling smoothly to 0 around it."""
@@ -289,7 +335,7 @@ class FaceWarper:
         coeffs = np.asarray(coeffs, np.float32)
         coarse = self._coarse_field(coeffs)
         x0, y0, x1, y1 = self.roi
-        out[y0:y1, x0:x1] = cv2.remap(self.image, self._fine_map(coarse), None, interpolation=cv2.INTER_LINEAR,
+        out[y0:y1, x0:x1] = cv2.remap(self.image, self._fine_map(coarse, coeffs), None, interpolation=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
         box = self._mouth_box(coeffs, out.shape[:2])
         if box is not None:
@@ -309,12 +355,12 @@ class FaceWarper:
         coarse = self._coarse_field(coeffs)
         x0, y0, x1, y1 = self.roi
         y_plane, u_plane, v_plane = _planes(out, h, w)
-        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse), None, interpolation=cv2.INTER_LINEAR,
+        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse, coeffs), None, interpolation=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE)
         if self.step == 2:
-            chroma_field = coarse
+            chroma_field = coarse[0]
         else:
-            chroma_field = cv2.resize(coarse, (self.chroma_grid.shape[1], self.chroma_grid.shape[0]),
+            chroma_field = cv2.resize(coarse[0], (self.chroma_grid.shape[1], self.chroma_grid.shape[0]),
                                       interpolation=cv2.INTER_LINEAR)
         cmap = cv2.scaleAdd(chroma_field, 0.5, self.chroma_grid)
         cmap1, cmap2 = cv2.convertMaps(cmap, None, cv2.CV_16SC2)
@@ -337,14 +383,34 @@ class FaceWarper:
             v_plane[by0 // 2:by1 // 2, bx0 // 2:bx1 // 2] = yuv[bh + bh // 4:].reshape(bh // 2, bw // 2)
         return out
 
-    def _coarse_field(self, coeffs: np.ndarray) -> np.ndarray:
+    def _coarse_field(self, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's backward field on the coarse grid, (gh, gw, 2) px, and its head-motion part."""
         gh, gw = self.coarse_shape
-        return (coeffs @ self.fields).reshape(gh, gw, 2)                       # (gh, gw, 2) backward, px
+        head = (coeffs[ROLL:] @ self.fields[ROLL:]).reshape(gh, gw, 2)          # (gh, gw, 2)
+        total = (coeffs @ self.fields).reshape(gh, gw, 2)
+        return total, head
 
-    def _fine_map(self, coarse: np.ndarray) -> np.ndarray:
+    def _fine_map(self, coarse: tuple[np.ndarray, np.ndarray], coeffs: np.ndarray) -> np.ndarray:
+        total, head = coarse
         rh, rw = self.full_shape
-        fine = cv2.resize(coarse, (rw, rh), interpolation=cv2.INTER_LINEAR)   # (rh, rw, 2)
-        return cv2.add(fine, self.full_grid)                                  # absolute sample positions
+        fine = cv2.resize(total, (rw, rh), interpolation=cv2.INTER_LINEAR)    # (rh, rw, 2)
+        maps = cv2.add(fine, self.full_grid)                                  # absolute sample positions
+        local = coeffs[:ROLL]
+        if not local.any():
+            return maps
+        gh, gw = self.coarse_shape
+        for (x0, y0, x1, y1), exact, upsampled, feather in self.details:
+            # the face's own deformation is defined on the face at rest; the head carries it: local(x + head(x)),
+            # with the head motion taken at the box centre (whole and sub-pixel)
+            ci = min(max(int((y0 + y1) / 2 / self.step), 0), gh - 1)
+            cj = min(max(int((x0 + x1) / 2 / self.step), 0), gw - 1)
+            hx, hy = (-head[ci, cj]).astype(np.float64)
+            wanted = np.tensordot(local, exact, axes=1)                          # (h, w, 2)
+            if hx or hy:
+                wanted = cv2.warpAffine(wanted, np.array([[1, 0, hx], [0, 1, hy]]), (x1 - x0, y1 - y0),
+                                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            maps[y0:y1, x0:x1] += (wanted - np.tensordot(local, upsampled, axes=1)) * feather
+        return maps
 
     def _mouth_box(self, coeffs: np.ndarray, shape: tuple[int, int], align: int = 1):
         """Where the mouth gap is in this frame: box (x0, y0, x1, y1) aligned to `align`, the gap outline (the
