@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import soundfile
@@ -46,17 +47,56 @@ def speech_measures(speech_video):
     return measure(speech_video[1])
 
 
+EYE_CORNERS = [fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER, fm.LEFT_EYE_OUTER, fm.LEFT_EYE_INNER]
+
+
 def measure(frames: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Per frame, from a fresh face mesh: inner-lip gap and eye opening (over the face height), nose tip (px)."""
+    """Per frame, from a fresh face mesh: the inner-lip gap over the face height, and how much of the eye opening
+    is dark iris/pupil. The eye polygons are the first frame's, moved with the eye corners (which stay put in a
+    blink): this mesh places its eyelid points on the iris and hardly follows a closing eye, so a blink is measured
+    as the iris disappearing."""
     mesh = fm.shared_face_mesh()
-    mouth, eyes, nose = [], [], []
+    mouth, iris = [], []
+    rest = None
     for frame in frames:
         xy = mesh.landmarks(frame)[:, :2]
+        rest = xy if rest is None else rest
         face_h = np.linalg.norm(xy[fm.CHIN] - xy[fm.FOREHEAD])
         mouth.append(np.linalg.norm(xy[14] - xy[13]) / face_h)
-        eyes.append((np.linalg.norm(xy[145] - xy[159]) + np.linalg.norm(xy[374] - xy[386])) / 2 / face_h)
-        nose.append(xy[fm.NOSE_TIP])
-    return {"mouth": np.array(mouth), "eyes": np.array(eyes), "nose": np.array(nose)}
+        shift = (xy[EYE_CORNERS] - rest[EYE_CORNERS]).mean(0)
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        dark = []
+        for upper, lower in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER), (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER)):
+            polygon = np.concatenate([rest[list(upper)], rest[list(lower)][::-1]]) + shift
+            mask = np.zeros(grey.shape, np.uint8)
+            cv2.fillPoly(mask, [np.round(polygon * 4).astype(np.int32)], 1, shift=2)
+            dark.append((grey[mask > 0] < 70).mean())
+        iris.append(np.mean(dark))
+    return {"mouth": np.array(mouth), "iris": np.array(iris)}
+
+
+def nose_shift(frames: list[np.ndarray], reference: np.ndarray, search: int = 6) -> np.ndarray:
+    """How far (px, sub-pixel) the patch around the nose tip moved in each frame against the reference picture:
+    template matching in a +-6 px window, refined with a parabola through the correlation peak."""
+    x, y = np.round(fm.largest_face_landmarks(reference)[fm.NOSE_TIP, :2]).astype(int)
+    half = 12
+    template = cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY)[y - half - 4:y + half - 4, x - half:x + half]
+    shifts = []
+    for frame in frames:
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        window = grey[y - half - 4 - search:y + half - 4 + search, x - half - search:x + half + search]
+        score = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+        i, j = np.unravel_index(np.argmax(score), score.shape)
+        offset = []
+        for axis, k in ((0, i), (1, j)):
+            line = score[:, j] if axis == 0 else score[i, :]
+            if 0 < k < len(line) - 1:
+                den = line[k - 1] - 2 * line[k] + line[k + 1]
+                offset.append(k - search + (0.5 * (line[k - 1] - line[k + 1]) / den if den else 0.0))
+            else:
+                offset.append(float(k - search))
+        shifts.append(np.hypot(*offset))
+    return np.array(shifts)
 
 
 def loudness_per_frame(path: Path, num_frames: int) -> np.ndarray:
@@ -94,15 +134,15 @@ def test_mouth_follows_loudness(speech_video, speech_measures, long_speech_path:
 
 
 def test_blinks_in_ten_seconds(speech_measures) -> None:
-    eyes = speech_measures["eyes"]
-    closed = eyes < 0.5 * np.median(eyes)
+    iris = speech_measures["iris"]
+    closed = iris < 0.5 * np.median(iris)
     starts = np.flatnonzero(closed[1:] & ~closed[:-1])
     assert 1 <= len(starts) <= 8, f"{len(starts)} blinks"
 
 
-def test_head_moves_unless_still(speech_measures) -> None:
-    nose = speech_measures["nose"]
-    assert np.linalg.norm(nose - nose[0], axis=1).max() > 1.5
+def test_head_moves_unless_still(speech_video) -> None:
+    frames = speech_video[1]
+    assert nose_shift(frames[::5], frames[0]).max() > 1.5
 
 
 def test_still_mode_keeps_the_nose(engine: LandmarkEngine, portrait_path: Path, speech_path: Path,
@@ -110,21 +150,33 @@ def test_still_mode_keeps_the_nose(engine: LandmarkEngine, portrait_path: Path, 
     result = engine.generate(portrait_path, speech_path, GenerationOptions(still_mode=True, size=256, seed=1),
                              outputs / "still.mp4")
     frames = list(iter_video_frames(result.video_path))
-    m = measure(frames)
-    rest = fm.largest_face_landmarks(frames[0])[fm.NOSE_TIP, :2]
-    drift = np.linalg.norm(m["nose"] - rest, axis=1)
+    drift = nose_shift(frames, frames[0])
     assert drift.max() <= 1.0, f"nose tip moved {drift.max():.2f} px in still mode"
-    assert m["mouth"].max() - m["mouth"].min() > 0.02  # the mouth still talks
+    mouth = measure(frames[::3])["mouth"]
+    assert mouth.max() - mouth.min() > 0.02  # the mouth still talks
 
 
 def test_silence_keeps_the_mouth_at_rest(engine: LandmarkEngine, portrait_path: Path, silent_path: Path,
                                          outputs: Path) -> None:
+    """The inner-lip gap stays within 2% (of the face height) of the portrait's; with the head still, the mouth's
+    pixels are the portrait's."""
     result = engine.generate(portrait_path, silent_path, GenerationOptions(size=256), outputs / "silent.mp4")
     frames = list(iter_video_frames(result.video_path))
     assert len(frames) == 50
-    m = measure(frames)
-    rest = measure([np.asarray(Image.open(portrait_path).convert("RGB"))])["mouth"][0]
-    assert np.abs(m["mouth"] - rest).max() <= 0.02 * rest + 0.002, (m["mouth"].max(), m["mouth"].min(), rest)
+    rest = measure([frames[0]])["mouth"][0]
+    framed = np.asarray(Image.open(portrait_path).convert("RGB"))
+    assert abs(rest - measure([framed])["mouth"][0]) <= 0.02
+    assert np.abs(measure(frames)["mouth"] - rest).max() <= 0.02
+
+    still = engine.generate(portrait_path, silent_path, GenerationOptions(size=256, still_mode=True),
+                            outputs / "silent_still.mp4")
+    still_frames = list(iter_video_frames(still.video_path))
+    xy = fm.largest_face_landmarks(still_frames[0])[:, :2]
+    lips = xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
+    (x0, y0), (x1, y1) = np.floor(lips.min(0)).astype(int) - 3, np.ceil(lips.max(0)).astype(int) + 3
+    first = still_frames[0][y0:y1, x0:x1].astype(np.int16)
+    for frame in still_frames[1:]:
+        assert np.abs(frame[y0:y1, x0:x1].astype(np.int16) - first).mean() < 3  # the codec's noise only
 
 
 def test_no_face_is_an_error(engine: LandmarkEngine, no_face_path: Path, speech_path: Path, outputs: Path) -> None:
@@ -171,12 +223,29 @@ def test_background_untouched_and_no_border_tearing(engine: LandmarkEngine, port
     result = engine.generate(portrait_path, long_speech_path, GenerationOptions(preprocess="full", seed=5),
                              outputs / "full.mp4")
     source = np.asarray(Image.open(portrait_path).convert("RGB")).astype(np.int16)
-    for i, frame in enumerate(iter_video_frames(result.video_path)):
-        if i % 25:
-            continue
-        diff = np.abs(frame.astype(np.int16) - source).mean(2)
-        assert diff[:, 430:].mean() < 2.5 and diff[400:, :].mean() < 2.5  # background, body
-        assert diff[:4].mean() < 3 and diff[:, :4].mean() < 3             # image borders
+    frames = list(iter_video_frames(result.video_path))
+    first = frames[0].astype(np.int16)
+    assert np.abs(first - source).mean() < 6  # the codec's loss only (4.4 at crf 20 on this detailed picture)
+    moved = np.zeros(source.shape[:2], bool)
+    for frame in frames[::10]:
+        diff = np.abs(frame.astype(np.int16) - first).mean(2)
+        # background right of the head, the body below it, the image border: as in the first frame (codec noise)
+        assert diff[:, 400:].mean() < 2.5 and diff[330:, :].mean() < 2.5
+        assert diff[:3].mean() < 2.5 and diff[:, :3].mean() < 2.5 and diff[-3:].mean() < 2.5
+        moved |= diff > 12
+    ys, xs = np.nonzero(moved)
+    assert 120 < xs.mean() < 330 and 40 < ys.mean() < 250  # what moves is the head
+
+
+def test_no_tearing_at_the_crop_border(speech_video) -> None:
+    """In a tight crop the head reaches the frame's edge: its motion must not smear or blank the border rows."""
+    frames = speech_video[1]
+    first = frames[0].astype(np.int16)
+    for frame in frames[::10]:
+        for edge in (frame[:2], frame[-2:], frame[:, :2], frame[:, -2:]):
+            assert edge.min() > 5 or first.min() <= 5  # no black (empty) border
+        diff = np.abs(frame.astype(np.int16) - first)
+        assert diff[:2].mean() < 12 and diff[:, :2].mean() < 12 and diff[:, -2:].mean() < 12
 
 
 def test_progress_reaches_one(engine: LandmarkEngine, portrait_path: Path, one_second: Path, outputs: Path) -> None:
@@ -233,8 +302,12 @@ def test_warp_is_identity_at_rest(portrait_path: Path) -> None:
     assert np.abs(out.astype(np.int16) - image).max() <= 1
     opened = warper.render(np.array([1, 0, 1, 0, 0, 0, 0], np.float32), image.copy())
     changed = np.abs(opened.astype(np.int16) - image).max(2) > 10
-    ys, xs = np.nonzero(changed)
     assert changed.sum() > 200
-    # only the face changes when the jaw opens and the eyes close
-    x0, y0, x1, y1 = mesh_box = (*fm.largest_face_landmarks(image)[:, :2].min(0), *fm.largest_face_landmarks(image)[:, :2].max(0))
-    assert xs.min() >= x0 - 5 and xs.max() <= x1 + 5 and ys.min() >= y0 - 5 and ys.max() <= y1 + 30, mesh_box
+    # only the face region changes when the jaw opens and the eyes close
+    xy = fm.largest_face_landmarks(image)[:, :2]
+    margin = 0.35 * np.linalg.norm(xy[fm.CHIN] - xy[fm.FOREHEAD])
+    (x0, y0), (x1, y1) = xy.min(0) - margin, xy.max(0) + margin
+    outside = np.ones(changed.shape, bool)
+    outside[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = False
+    assert not changed[outside].any()
+    assert np.abs(opened.astype(np.int16) - image)[outside].max() <= 1

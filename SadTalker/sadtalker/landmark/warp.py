@@ -21,6 +21,7 @@ NUM_CONTROLS = 7
 JAW_UNIT = 0.07       # lower-lip drop at jaw coefficient 1, fraction of the face height
 UPPER_LIP_RISE = 0.12
 SPLIT_SHARE = 0.8     # the lips part this far from the upper inner lip toward the lower one
+EYE_MARGIN = 0.6       # the true upper lid margin is this share of the mesh's eye opening above the mesh contour
 LOWER_LID_SHARE = 0.2  # in a blink the lower lid rises this share of the way; the upper lid comes down the rest
 CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper lip moves up by this share of the jaw drop
 WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
@@ -203,7 +204,11 @@ class FaceWarper:
         return weight[:, None] * geo.ex[None] * (WIDTH_UNIT * geo.mouth_width)
 
     def _blink_displacement(self) -> np.ndarray:
-        """The upper eyelid comes down onto the lower one; the skin up to the brow stretches with it."""
+        """Closed eye: everything between the true upper lid margin and the lower lid collapses onto a line a fifth
+        of the way up from the lower lid, and the lid skin up to the brow stretches down after it.
+
+        The mesh's eye contour lies inside the visible opening (its upper points sit on the iris), so the true
+        margin is taken a bit above it (EYE_MARGIN of the opening)."""
         geo, xy = self.geo, self.xy
         out = np.zeros_like(xy)
         for upper, lower, brow in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_BROW[5:]),
@@ -213,22 +218,29 @@ class FaceWarper:
             uu, uv = geo.local(xy[list(upper)], origin)
             lu, lv = geo.local(xy[list(lower)], origin)
             bu, bv = geo.local(xy[list(brow)], origin)
-            ou, lo_, bo = np.argsort(uu), np.argsort(lu), np.argsort(bu)
+            ou, ol, ob = np.argsort(uu), np.argsort(lu), np.argsort(bu)
             lid = np.interp(u, uu[ou], uv[ou])
-            opening = np.clip(np.interp(u, lu[lo_], lv[lo_]) - lid, 0.0, None)
-            brow_v = np.minimum(np.interp(u, bu[bo], bv[bo]), lid - 1.0)
+            lower_v = np.interp(u, lu[ol], lv[ol])
+            opening = np.clip(lower_v - lid, 0.0, None)
+            open_max = max(float(opening.max()), 1.0)
             half = abs(uu.max() - uu.min()) / 2
             centre_u = (uu.max() + uu.min()) / 2
-            across = np.clip(1.0 - (np.abs(u - centre_u) - half) / (0.35 * 2 * half), 0.0, 1.0)
-            above = np.clip((v - brow_v) / np.maximum(lid - brow_v, 1e-3), 0.0, 1.0) * (v <= lid + 0.5)
-            lower_v = np.interp(u, lu[lo_], lv[lo_])
-            reach = 2.5 * max(float(opening.max()), 1.0)
-            below = np.clip(1.0 - (v - lower_v) / reach, 0.0, 1.0) * (v >= lower_v - 0.5) * across
-            weight = above * across * (1.0 - LOWER_LID_SHARE) - below * LOWER_LID_SHARE
-            weight[list(upper[1:-1])] = 1.0 - LOWER_LID_SHARE
-            weight[list(lower[1:-1])] = -LOWER_LID_SHARE
-            weight[[upper[0], upper[-1]]] = 0.0
-            shift = weight * opening
+            across = np.clip(1.0 - (np.abs(u - centre_u) - half) / (0.7 * half), 0.0, 1.0)
+            inside = np.clip(1.0 - np.abs(u - centre_u) / half, 0.0, 1.0) ** 0.5  # 1 mid-eye, 0 at the corners
+            top = lid - EYE_MARGIN * open_max * inside
+            meet = lower_v - LOWER_LID_SHARE * opening
+            brow_v = np.minimum(np.interp(u, bu[ob], bv[ob]), top - 1.0)
+            shift = np.zeros(len(xy))
+            zone = (v >= top - 0.25) & (v <= lower_v + 0.25)
+            shift[zone] = (meet - v)[zone] * across[zone]
+            above = v < top - 0.25
+            shift[above] = ((meet - top) * np.clip((v - brow_v) / np.maximum(top - brow_v, 1e-3), 0.0, 1.0)
+                            * across)[above]
+            reach = 2.5 * open_max
+            below = v > lower_v + 0.25
+            shift[below] = (-LOWER_LID_SHARE * opening * np.clip(1.0 - (v - lower_v) / reach, 0.0, 1.0)
+                            * across)[below]
+            shift[[upper[0], upper[-1]]] = 0.0
             out += shift[:, None] * geo.ey[None]
         return out
 
