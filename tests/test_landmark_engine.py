@@ -311,3 +311,21 @@ def test_warp_is_identity_at_rest(portrait_path: Path) -> None:
     outside[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = False
     assert not changed[outside].any()
     assert np.abs(opened.astype(np.int16) - image)[outside].max() <= 1
+
+
+def test_contact_sheet(speech_video, speech_measures, artifacts_dir: Path) -> None:
+    """Eight frames to look at (widest mouth, a blink, and evenly spaced ones): artifacts/landmark_contact_sheet.png."""
+    frames = speech_video[1]
+    picks = {int(np.argmax(speech_measures["mouth"])), int(np.argmin(speech_measures["iris"]))}
+    for i in np.linspace(0, len(frames) - 1, 8).astype(int):
+        if len(picks) < 8:
+            picks.add(int(i))
+    tiles = []
+    for i in sorted(picks):
+        tile = frames[i].copy()
+        cv2.putText(tile, str(i), (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
+        tiles.append(tile)
+    sheet = np.concatenate([np.concatenate(tiles[:4], 1), np.concatenate(tiles[4:8], 1)], 0)
+    path = artifacts_dir / "landmark_contact_sheet.png"
+    Image.fromarray(sheet).save(path)
+    assert path.stat().st_size > 10_000 and sheet.shape == (512, 1024, 3)
