@@ -92,9 +92,10 @@ class FaceWarper:
         gx = x0 + (np.arange(gw) + 0.5) * step - 0.5
         gy = y0 + (np.arange(gh) + 0.5) * step - 0.5
         self.grid = np.stack(np.meshgrid(gx, gy), axis=-1).astype(np.float32)  # (gh, gw, 2)
-        self.full_grid = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float32),
-                                              np.arange(y0, y1, dtype=np.float32)), axis=-1)  # (rh, rw, 2)
         self.full_shape = (rh, rw)
+        pad_x = x0 + (np.arange(-1, gw + 1) + 0.5) * step - 0.5
+        pad_y = y0 + (np.arange(-1, gh + 1) + 0.5) * step - 0.5
+        self.coarse_abs = np.stack(np.meshgrid(pad_x, pad_y), axis=-1).astype(np.float32)  # (gh + 2, gw + 2, 2)
         # chroma pixel (i, j) of the region sits at image point (x0 + 2j + 0.5, y0 + 2i + 0.5)
         self.chroma_grid = np.stack(np.meshgrid(np.arange(x0 // 2, x1 // 2, dtype=np.float32),
                                                 np.arange(y0 // 2, y1 // 2, dtype=np.float32)), axis=-1)
@@ -289,7 +290,7 @@ class FaceWarper:
         The coarse field smears sharp edges (an eyelid closing over a few pixels, the parting lips) over a coarse
         step, and the face's controls must follow the head motion; in these boxes the per-frame map gets the exact
         fields, moved with the head, instead of the upsampled coarse ones. Returns ((x0, y0, x1, y1) in ROI pixels,
-        exact (3, h, w, 2), upsampled coarse (3, h, w, 2), feather (h, w, 1)) or None."""
+        active controls (A,), exact (A, h, w, 2), upsampled coarse (A, h, w, 2), feather (h, w, 2)) or None."""
         rx0, ry0, rx1, ry1 = self.roi
         lo = np.floor(box_points.min(0) - margin).astype(int)
         hi = np.ceil(box_points.max(0) + margin).astype(int)
@@ -310,8 +311,13 @@ class FaceWarper:
         ramp = 6.0
         fy = np.clip(np.minimum(np.arange(by1 - by0), np.arange(by1 - by0)[::-1]) / ramp, 0.0, 1.0)
         fx = np.clip(np.minimum(np.arange(bx1 - bx0), np.arange(bx1 - bx0)[::-1]) / ramp, 0.0, 1.0)
-        feather = (fy[:, None] * fx[None, :])[..., None].astype(np.float32)
-        return (bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0), exact, coarse, feather
+        feather = np.repeat((fy[:, None] * fx[None, :])[..., None], 2, axis=2).astype(np.float32)
+        # keep only the controls that act in this box (the eyelids in an eye box, jaw and lips in the mouth box)
+        active = [k for k in range(ROLL) if np.abs(exact[k]).max() > 0.05 or np.abs(coarse[k]).max() > 0.05]
+        if not active:
+            return None
+        return ((bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0), np.array(active), np.ascontiguousarray(exact[active]),
+                np.ascontiguousarray(coarse[active]), feather)
 
     def _head_mask(self, xy: np.ndarray) -> np.ndarray:
         """1 over the head (face and hair), falling smoothly to 0 around it."""
@@ -398,39 +404,47 @@ class FaceWarper:
     def _coarse_field(self, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frame's backward field on the coarse grid, (gh, gw, 2) px, and its head-motion part."""
         gh, gw = self.coarse_shape
-        head = (coeffs[ROLL:] @ self.fields[ROLL:]).reshape(gh, gw, 2)          # (gh, gw, 2)
-        total = (coeffs @ self.fields).reshape(gh, gw, 2)
-        return total, head
+        head = _weighted_sum(coeffs[ROLL:], self.fields[ROLL:]).reshape(gh, gw, 2)   # (gh, gw, 2)
+        local = _weighted_sum(coeffs[:ROLL], self.fields[:ROLL]).reshape(gh, gw, 2)
+        return cv2.add(head, local), head
 
     def _fine_map(self, coarse: tuple[np.ndarray, np.ndarray], coeffs: np.ndarray) -> np.ndarray:
         total, head = coarse
-        rh, rw = self.full_shape
-        fine = cv2.resize(total, (rw, rh), interpolation=cv2.INTER_LINEAR)    # (rh, rw, 2)
-        maps = cv2.add(fine, self.full_grid)                                  # absolute sample positions
-        local = coeffs[:ROLL]
-        if not local.any():
-            return maps
         gh, gw = self.coarse_shape
-        for (x0, y0, x1, y1), exact, upsampled, feather in self.details:
+        rh, rw = self.full_shape
+        # absolute sample positions on a coarse grid padded by one cell (zero motion there), upsampled: bilinear
+        # interpolation of the grid's linear positions is exact, so this equals upsampling the motion alone
+        self.coarse_abs[1:-1, 1:-1] = cv2.add(total, self.grid)
+        s = self.step
+        maps = cv2.resize(self.coarse_abs, ((gw + 2) * s, (gh + 2) * s), interpolation=cv2.INTER_LINEAR)
+        maps = maps[s:s + rh, s:s + rw]                                        # (rh, rw, 2)
+        gh, gw = self.coarse_shape
+        for (x0, y0, x1, y1), active, exact, upsampled, feather in self.details:
+            local = coeffs[active]
+            if not local.any():
+                continue
             # the face's own deformation is defined on the face at rest; the head carries it: local(x + head(x)),
             # with the head motion taken at the box centre (whole and sub-pixel)
             ci = min(max(int((y0 + y1) / 2 / self.step), 0), gh - 1)
             cj = min(max(int((x0 + x1) / 2 / self.step), 0), gw - 1)
             hx, hy = (-head[ci, cj]).astype(np.float64)
-            wanted = np.tensordot(local, exact, axes=1)                          # (h, w, 2)
+            if len(active) == 1:
+                wanted, current = exact[0] * local[0], upsampled[0] * local[0]
+            else:
+                wanted, current = _weighted_sum(local, exact), _weighted_sum(local, upsampled)
             if hx or hy:
                 wanted = cv2.warpAffine(wanted, np.array([[1, 0, hx], [0, 1, hy]]), (x1 - x0, y1 - y0),
                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            maps[y0:y1, x0:x1] += (wanted - np.tensordot(local, upsampled, axes=1)) * feather
+            maps[y0:y1, x0:x1] += cv2.multiply(cv2.subtract(wanted, current), feather)
         return maps
 
     def _mouth_box(self, coeffs: np.ndarray, shape: tuple[int, int], align: int = 1):
         """Where the mouth gap is in this frame: box (x0, y0, x1, y1) aligned to `align`, the gap outline (the
         upper side, then the lower side backwards) in image px, and the gap height; None while it is closed."""
-        upper = self.split + np.tensordot(coeffs, self.lip_disp_upper, axes=1)  # (11, 2)
-        lower = self.split + np.tensordot(coeffs, self.lip_disp_lower, axes=1)
+        upper = self.split + (coeffs[:, None, None] * self.lip_disp_upper).sum(0)  # (11, 2)
+        lower = self.split + (coeffs[:, None, None] * self.lip_disp_lower).sum(0)
         mid = len(upper) // 2
-        gap = float((lower[mid] - upper[mid]) @ self.geo.ey)
+        gap = float(((lower[mid] - upper[mid]) * self.geo.ey).sum())
         if gap < max(0.6, self.cavity_start):
             return None
         lips = np.concatenate([upper, lower[-2:0:-1]])
@@ -474,6 +488,16 @@ class FaceWarper:
         out = patch.astype(np.float32) * (1.0 - a) + colour * a
         out = out * (1.0 - t) + TEETH_RGB * t
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _weighted_sum(coeffs: np.ndarray, arrays: np.ndarray) -> np.ndarray:
+    """sum_k coeffs[k] * arrays[k] with OpenCV's single-pass kernels: a BLAS call here would wake OpenBLAS's
+    spinning worker threads every frame and take the CPU the video encoder needs."""
+    out = np.zeros(arrays.shape[1:], np.float32)
+    for c, a in zip(coeffs.tolist(), arrays):
+        if c != 0.0:
+            out = cv2.scaleAdd(a, c, out)
+    return out
 
 
 def _planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
