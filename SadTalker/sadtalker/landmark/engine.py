@@ -142,7 +142,8 @@ class LandmarkEngine:
         frame = warper.start_yuv()
         report_every = max(1, num_frames // 20)
         with VideoWriter(output_path, framing.width, framing.height, audio=samples, sample_rate=SAMPLE_RATE,
-                         fps=FPS, preset=ENCODER_PRESET, crf=20, input_format="yuv420p") as writer:
+                         fps=FPS, preset=ENCODER_PRESET, crf=20, input_format="yuv420p", tune="zerolatency",
+                         audio_bitrate="64k", aac_coder="fast") as writer:
             for i in range(num_frames):
                 writer.write_yuv420p(warper.render_yuv(controls[i], frame))
                 if i % report_every == 0:

@@ -139,7 +139,7 @@ class FaceWarper:
         mouth = self.xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
         self.details = [d for d in (
             self._detail(disp, eyes, 0.08 * fh), self._detail(disp, eyes2, 0.08 * fh),
-            self._detail(disp, mouth, 0.08 * fh + JAW_UNIT * fh * 1.6),
+            self._detail(disp, mouth, 0.04 * fh + JAW_UNIT * fh * 1.2),
         ) if d is not None]
         # the gap opens along the split line: its upper side moves with the upper lip, its lower side with the lower
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
