@@ -137,10 +137,12 @@ class FaceWarper:
         eyes = self.xy[list(fm.RIGHT_EYE_UPPER + fm.RIGHT_EYE_LOWER + fm.RIGHT_BROW)]
         eyes2 = self.xy[list(fm.LEFT_EYE_UPPER + fm.LEFT_EYE_LOWER + fm.LEFT_BROW)]
         mouth = self.xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
+        self._upsampled_cache: dict[int, np.ndarray] = {}
         self.details = [d for d in (
             self._detail(disp, eyes, 0.08 * fh), self._detail(disp, eyes2, 0.08 * fh),
             self._detail(disp, mouth, 0.04 * fh + JAW_UNIT * fh * 1.2),
         ) if d is not None]
+        self._upsampled_cache = {}
         # the gap opens along the split line: its upper side moves with the upper lip, its lower side with the lower
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
         self.lip_disp_lower = disp[:, lower].astype(np.float32)
@@ -266,9 +268,15 @@ class FaceWarper:
         dst = self.points + disp
         labels = np.zeros((gh, gw), np.int32)
         raster = (dst - np.asarray(origin, np.float64)) / step  # grid pixel coordinates of the displaced points
-        for t, tri in enumerate(tris, start=1):
-            cv2.fillConvexPoly(labels, np.round(raster[tri] * 16).astype(np.int32), int(t), lineType=cv2.LINE_8,
-                               shift=4)
+        corners = raster[tris]                                   # (T, 3, 2)
+        inside = ((corners[..., 0].max(1) >= -1) & (corners[..., 0].min(1) <= gw) &
+                  (corners[..., 1].max(1) >= -1) & (corners[..., 1].min(1) <= gh))
+        tris, corners = tris[inside], corners[inside]
+        if len(tris) == 0:
+            return field
+        fixed = np.round(corners * 16).astype(np.int32)          # 4 fractional bits for fillConvexPoly
+        for t, pts in enumerate(fixed, start=1):
+            cv2.fillConvexPoly(labels, pts, t, lineType=cv2.LINE_8, shift=4)
         ii, jj = np.nonzero(labels)
         tri = tris[labels[ii, jj] - 1]                                 # (M, 3)
         p = grid[ii, jj].astype(np.float64)                            # (M, 2) output points
@@ -306,8 +314,7 @@ class FaceWarper:
         coarse = np.zeros_like(exact)
         for k in range(ROLL):
             exact[k] = self._backward_field(disp[k], grid, np.array([bx0, by0], np.float64), 1.0)
-            up = cv2.resize(self.fields[k].reshape(gh, gw, 2), (rw, rh), interpolation=cv2.INTER_LINEAR)
-            coarse[k] = up[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
+            coarse[k] = self._upsampled(k)[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
         ramp = 6.0
         fy = np.clip(np.minimum(np.arange(by1 - by0), np.arange(by1 - by0)[::-1]) / ramp, 0.0, 1.0)
         fx = np.clip(np.minimum(np.arange(bx1 - bx0), np.arange(bx1 - bx0)[::-1]) / ramp, 0.0, 1.0)
@@ -318,6 +325,15 @@ class FaceWarper:
             return None
         return ((bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0), np.array(active), np.ascontiguousarray(exact[active]),
                 np.ascontiguousarray(coarse[active]), feather)
+
+    def _upsampled(self, k: int) -> np.ndarray:
+        """Control k's coarse field upsampled over the region, as the per-frame map does it (cached)."""
+        cache = self._upsampled_cache
+        if k not in cache:
+            gh, gw = self.coarse_shape
+            rh, rw = self.full_shape
+            cache[k] = cv2.resize(self.fields[k].reshape(gh, gw, 2), (rw, rh), interpolation=cv2.INTER_LINEAR)
+        return cache[k]
 
     def _head_mask(self, xy: np.ndarray) -> np.ndarray:
         """1 over the head (face and hair), falling smoothly to 0 around it."""
