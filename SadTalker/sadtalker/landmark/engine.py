@@ -46,9 +46,9 @@ def choose_framing(image_shape: tuple[int, ...], mesh: np.ndarray, preprocess: s
         side = float(max(hi - lo)) * CROP_MARGIN[preprocess]
         cx, cy = (lo + hi) / 2
         cy -= 0.04 * side  # a little more hair than neck
-        side = min(side, float(min(h, w))) if side <= max(h, w) else side
-        x0 = float(np.clip(cx - side / 2, 0, w - side)) if side <= w else (w - side) / 2
-        y0 = float(np.clip(cy - side / 2, 0, h - side)) if side <= h else (h - side) / 2
+        side = min(side, float(min(h, w)))  # never beyond the picture: padding would smear its edge
+        x0 = float(np.clip(cx - side / 2, 0, w - side))
+        y0 = float(np.clip(cy - side / 2, 0, h - side))
         return Framing(box=(x0, y0, side, side), width=size, height=size)
     if preprocess == "resize":
         scale = size / min(h, w)

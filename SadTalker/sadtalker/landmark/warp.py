@@ -147,6 +147,11 @@ class FaceWarper:
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
         self.lip_disp_lower = disp[:, lower].astype(np.float32)
         self.rest_gap = float(np.linalg.norm(self.xy[14] - self.xy[13]))
+        # a black-and-white portrait gets a grey mouth
+        channels = self.image[::4, ::4].astype(np.int16)
+        grey = float(np.abs(channels - channels.mean(2, keepdims=True)).mean()) < 2.0
+        to_grey = (lambda c: np.full(3, c @ np.array([0.299, 0.587, 0.114]), np.float32)) if grey else (lambda c: c)
+        self.palette = (to_grey(CAVITY_RGB), to_grey(CAVITY_EDGE_RGB), to_grey(TEETH_RGB))
         # a portrait with the lips already apart shows its own teeth; the drawn hint is for closed mouths
         self.teeth_hint = float(np.clip(1.0 - (self.rest_gap / self.geo.height - 0.01) / 0.02, 0.0, 1.0))
         # ... and its teeth part first (stretching) before a dark gap shows between them; a thin dark line across
@@ -496,13 +501,16 @@ class FaceWarper:
         tooth = teeth.astype(np.float32) * (1.0 / 255.0) * alpha
         tooth *= np.clip(1.0 - (np.abs(u) / 0.75) ** 4, 0.0, 1.0)[None, :]
         # the gap narrows into the lip corners instead of spilling past them
-        corner_fade = np.clip((0.97 - np.abs(u)) / 0.2, 0.0, 1.0)[None, :]
+        inner_half = max(abs(float(upper[-1, 0] - upper[0, 0])) / 2, 1.0)
+        to_corner = 1.0 - np.abs(np.arange(bw, dtype=np.float32) - centre_x) / inner_half  # 0 at the inner corners
+        corner_fade = np.clip(to_corner / 0.25, 0.0, 1.0)[None, :]
         a = (alpha * corner_fade * strength)[..., None]
         d = depth[..., None]
         t = (tooth * strength * 0.85)[..., None]
-        colour = CAVITY_EDGE_RGB * (1.0 - d) + CAVITY_RGB * d
+        inner, edge, teeth_rgb = self.palette
+        colour = edge * (1.0 - d) + inner * d
         out = patch.astype(np.float32) * (1.0 - a) + colour * a
-        out = out * (1.0 - t) + TEETH_RGB * t
+        out = out * (1.0 - t) + teeth_rgb * t
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
