@@ -27,6 +27,7 @@ CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper
 WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
 CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
 CAVITY_EDGE_RGB = np.array([96, 40, 42], np.float32)  # just inside the lips
+TONGUE_RGB = np.array([100, 44, 48], np.float32)
 TEETH_RGB = np.array([196, 188, 176], np.float32)
 
 
@@ -151,7 +152,7 @@ class FaceWarper:
         channels = self.image[::4, ::4].astype(np.int16)
         grey = float(np.abs(channels - channels.mean(2, keepdims=True)).mean()) < 2.0
         to_grey = (lambda c: np.full(3, c @ np.array([0.299, 0.587, 0.114]), np.float32)) if grey else (lambda c: c)
-        self.palette = (to_grey(CAVITY_RGB), to_grey(CAVITY_EDGE_RGB), to_grey(TEETH_RGB))
+        self.palette = (to_grey(CAVITY_RGB), to_grey(CAVITY_EDGE_RGB), to_grey(TEETH_RGB), to_grey(TONGUE_RGB))
         # a portrait with the lips already apart shows its own teeth; the drawn hint is for closed mouths
         self.teeth_hint = float(np.clip(1.0 - (self.rest_gap / self.geo.height - 0.01) / 0.02, 0.0, 1.0))
         # ... and its teeth part first (stretching) before a dark gap shows between them; a thin dark line across
@@ -507,8 +508,18 @@ class FaceWarper:
         a = (alpha * corner_fade * strength)[..., None]
         d = depth[..., None]
         t = (tooth * strength * 0.85)[..., None]
-        inner, edge, teeth_rgb = self.palette
+        # the tongue: a dull red along the bottom of a wide-enough opening
+        lift = int(round(0.3 * gap))
+        tongue = np.zeros_like(alpha)
+        if lift >= 2:
+            shifted = np.zeros_like(alpha)
+            shifted[:-lift] = alpha[lift:]
+            tongue = cv2.GaussianBlur(alpha * (1.0 - shifted), (0, 0), max(0.7, 0.15 * gap)) * alpha
+            tongue *= min(1.0, (gap - 4.0) / 6.0) if gap > 4.0 else 0.0
+        g = (tongue * 0.6)[..., None]
+        inner, edge, teeth_rgb, tongue_rgb = self.palette
         colour = edge * (1.0 - d) + inner * d
+        colour = colour * (1.0 - g) + tongue_rgb * g
         out = patch.astype(np.float32) * (1.0 - a) + colour * a
         out = out * (1.0 - t) + teeth_rgb * t
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
