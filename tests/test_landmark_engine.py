@@ -329,3 +329,10 @@ def test_contact_sheet(speech_video, speech_measures, artifacts_dir: Path) -> No
     path = artifacts_dir / "landmark_contact_sheet.png"
     Image.fromarray(sheet).save(path)
     assert path.stat().st_size > 10_000 and sheet.shape == (512, 1024, 3)
+
+
+def test_idle_mode_needs_no_audio(engine: LandmarkEngine, portrait_path: Path, outputs: Path) -> None:
+    result = engine.generate(portrait_path, None, GenerationOptions(idle_mode=True, idle_seconds=1.2),
+                             outputs / "idle.mp4")
+    info = probe(result.video_path)
+    assert result.num_frames == info.num_frames == 30 and abs(info.audio_seconds - 1.2) < 0.05

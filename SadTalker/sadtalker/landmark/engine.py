@@ -13,6 +13,7 @@ import numpy as np
 from .. import facemesh as fm
 from ..audio import SAMPLE_RATE, check_audio, load_audio
 from ..engine import GenerationResult, ProgressFn, no_progress
+from ..errors import InvalidInputError
 from ..image import load_image
 from ..options import GenerationOptions
 from ..video import FPS, VideoWriter
@@ -96,25 +97,31 @@ class LandmarkEngine:
             self._mesh = fm.shared_face_mesh()
         return self._mesh
 
-    def generate(self, image_path: Path, audio_path: Path, options: GenerationOptions, output_path: Path,
+    def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
                  progress: ProgressFn | None = None) -> GenerationResult:
         """Animate the portrait to the audio and write an H.264 + AAC mp4 at 25 fps.
 
         Raises:
             ImageError / NoFaceError: the image cannot be read or has no face.
-            AudioError: the audio cannot be read or is too long / too short.
+            AudioError: the audio cannot be read or is too long / too short (silence is allowed: the mouth rests).
+            InvalidInputError: no audio and not idle mode.
             FFmpegError: encoding failed.
         """
         progress = progress or no_progress
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if options.enhancer or options.batch_size != GenerationOptions.batch_size:
-            logger.debug("the landmark engine ignores enhancer and batch_size")
+        if options.enhancer or options.ref_video or options.ref_eyeblink_video or options.input_yaw:
+            logger.info("the landmark engine ignores enhancer, reference videos and fixed head angles")
 
         # 1. inputs: the portrait, its face mesh, the audio
         progress(0.0, "reading the inputs")
         image = load_image(Path(image_path))
-        samples = load_audio(Path(audio_path), SAMPLE_RATE)
+        if options.idle_mode:  # no speech: the face blinks and moves a little for idle_seconds, mouth closed
+            samples = np.zeros(int(round(float(options.idle_seconds) * SAMPLE_RATE)), np.float32)
+        elif audio_path is None:
+            raise InvalidInputError("an audio file is needed (or idle mode)")
+        else:
+            samples = load_audio(Path(audio_path), SAMPLE_RATE)
         seconds = check_audio(samples, SAMPLE_RATE, allow_silent=True)
         num_frames = max(1, int(round(seconds * FPS)))
         mesh = self.mesh.landmarks(image)
