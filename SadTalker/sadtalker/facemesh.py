@@ -122,6 +122,7 @@ class FaceDetection:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         faces = self._run(self.short, self.short_anchors, image)
         if not faces:
+            logger.debug("no face within the short-range detector's reach; trying the full-range one")
             faces = self._run(self.full, self.full_anchors, image)
         return sorted(faces, key=lambda d: d.area, reverse=True)
 

@@ -18,13 +18,13 @@ logger = logging.getLogger(__name__)
 JAW, WIDTH, BLINK, ROLL, SHIFT_X, SHIFT_Y, SCALE = range(7)
 NUM_CONTROLS = 7
 
-JAW_UNIT = 0.07       # lower-lip drop at jaw coefficient 1, fraction of the face height
-UPPER_LIP_RISE = 0.12
-SPLIT_SHARE = 0.8     # the lips part this far from the upper inner lip toward the lower one
-EYE_MARGIN = 0.6       # the true upper lid margin is this share of the mesh's eye opening above the mesh contour
-LOWER_LID_SHARE = 0.2  # in a blink the lower lid rises this share of the way; the upper lid comes down the rest
-CORNER_SHARE = 0.4    # the lip corners follow the jaw by this much  # the upper lip moves up by this share of the jaw drop
-WIDTH_UNIT = 0.07     # lip-corner shift at width coefficient 1, fraction of the mouth width
+JAW_UNIT = 0.07         # lower-lip drop at jaw coefficient 1, fraction of the face height
+UPPER_LIP_RISE = 0.12   # the upper lip moves up by this share of the jaw drop
+SPLIT_SHARE = 0.8       # the lips part this far from the upper inner lip toward the lower one
+CORNER_SHARE = 0.4      # the lip corners follow the jaw by this much
+WIDTH_UNIT = 0.07       # lip-corner shift at width coefficient 1, fraction of the mouth width
+EYE_MARGIN = 0.6        # the true upper lid margin is this share of the mesh's eye opening above the mesh contour
+LOWER_LID_SHARE = 0.2   # in a blink the lower lid rises this share of the way; the upper lid comes down the rest
 CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
 CAVITY_EDGE_RGB = np.array([96, 40, 42], np.float32)  # just inside the lips
 TONGUE_RGB = np.array([100, 44, 48], np.float32)
@@ -395,8 +395,8 @@ class FaceWarper:
         coarse = self._coarse_field(coeffs)
         x0, y0, x1, y1 = self.roi
         y_plane, u_plane, v_plane = _planes(out, h, w)
-        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse, coeffs), None, interpolation=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_REPLICATE)
+        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse, coeffs), None,
+                                          interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if self.step == 2:
             chroma_field = coarse[0]
         else:
