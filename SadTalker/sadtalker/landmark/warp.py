@@ -192,7 +192,11 @@ class FaceWarper:
         outside = np.maximum(np.abs(u) - half_mouth, 0.0)
         band = np.maximum(outside * 1.2, 1e-3)
         below = np.where(outside > 0, _smoothstep(0.5 + (v - line) / (2 * band)), (v > line).astype(float))
-        weight = across * below
+        # right under the lips the drop follows the lens shape of the opening (corners anchored); further down the
+        # jaw moves as one piece; a smooth blend between the two keeps the mesh from folding under the lip corners
+        lens = CORNER_SHARE + (1.0 - CORNER_SHARE) * np.clip(1.0 - (u / half_mouth) ** 2, 0.0, 1.0)
+        rigid = _smoothstep((v - line) / (0.2 * geo.height))
+        weight = across * below * (lens + (1.0 - lens) * rigid)
         # the lips part most in the middle and stay joined at the corners (a lens-shaped opening)
         for lips, sign in ((fm.LOWER_INNER_LIP, 1.0), (fm.LOWER_OUTER_LIP, 1.0),
                            (fm.UPPER_INNER_LIP, -UPPER_LIP_RISE), (fm.UPPER_OUTER_LIP, -UPPER_LIP_RISE)):
@@ -294,6 +298,11 @@ class FaceWarper:
         beta = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
         gamma = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
         alpha = 1.0 - beta - gamma
+        # grid points that the rasteriser put just outside a thin triangle would extrapolate wildly: clamp them to
+        # the triangle
+        bary = np.clip(np.stack([alpha, beta, gamma], axis=1), 0.0, 1.0)
+        bary /= np.maximum(bary.sum(1, keepdims=True), 1e-9)
+        alpha, beta, gamma = bary[:, 0], bary[:, 1], bary[:, 2]
         sample = alpha[:, None] * src[tri[:, 0]] + beta[:, None] * src[tri[:, 1]] + gamma[:, None] * src[tri[:, 2]]
         field[ii, jj] = np.where(ok[:, None], sample - p, 0.0)
         return field
