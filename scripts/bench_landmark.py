@@ -65,7 +65,6 @@ def child(args: argparse.Namespace) -> None:
 
     engine = LandmarkEngine()
     options = GenerationOptions(preprocess=args.preprocess, size=args.size)
-    engine.mesh  # the face models load once per process, like in the service
     times, cpu, split = [], [], []
     result = None
     for i in range(args.repeat):

