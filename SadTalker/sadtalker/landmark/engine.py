@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 CROP_MARGIN = {"crop": 1.9, "extcrop": 2.8}  # square side as a multiple of the face-mesh box's longer side
 MAX_JAW = 1.6
 ENCODER_PRESET = "ultrafast"
+RENDER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -141,13 +145,12 @@ class LandmarkEngine:
         # 5. frames, streamed to the encoder
         t = time.perf_counter()
         output_path = Path(output_path)
-        frame = warper.start_yuv()
         report_every = max(1, num_frames // 20)
         with VideoWriter(output_path, framing.width, framing.height, audio=samples, sample_rate=SAMPLE_RATE,
                          fps=FPS, preset=ENCODER_PRESET, crf=20, input_format="yuv420p", tune="zerolatency",
                          audio_bitrate="64k", aac_coder="fast") as writer:
-            for i in range(num_frames):
-                writer.write_yuv420p(warper.render_yuv(controls[i], frame))
+            for i, frame in enumerate(self._frames(warper, controls)):
+                writer.write_yuv420p(frame)
                 if i % report_every == 0:
                     progress(0.1 + 0.85 * i / num_frames, "animating")
         timings["render_encode"] = time.perf_counter() - t
@@ -156,6 +159,21 @@ class LandmarkEngine:
         logger.info("landmark engine: %d frames (%.2f s audio) in %.2f s", num_frames, seconds, timings["total"])
         return GenerationResult(video_path=output_path, engine=self.name, num_frames=num_frames,
                                 audio_seconds=seconds, width=framing.width, height=framing.height, timings=timings)
+
+    @staticmethod
+    def _frames(warper: FaceWarper, controls: np.ndarray) -> Iterator[np.ndarray]:
+        """The frames in order, rendered RENDER_THREADS at a time (OpenCV releases the GIL, so two frames warp on
+        two cores while ffmpeg encodes). A few buffers are reused; each is handed out only until the next yield."""
+        in_flight = RENDER_THREADS + 1
+        buffers = [warper.start_yuv() for _ in range(in_flight + 1)]
+        with ThreadPoolExecutor(max_workers=RENDER_THREADS, thread_name_prefix="landmark-render") as pool:
+            pending: deque = deque()
+            for i in range(len(controls)):
+                if len(pending) == in_flight:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(warper.render_yuv, controls[i], buffers[i % len(buffers)]))
+            while pending:
+                yield pending.popleft().result()
 
     @staticmethod
     def controls(samples: np.ndarray, num_frames: int, options: GenerationOptions) -> np.ndarray:

@@ -445,9 +445,10 @@ class FaceWarper:
         rh, rw = self.full_shape
         # absolute sample positions on a coarse grid padded by one cell (zero motion there), upsampled: bilinear
         # interpolation of the grid's linear positions is exact, so this equals upsampling the motion alone
-        self.coarse_abs[1:-1, 1:-1] = cv2.add(total, self.grid)
+        padded = self.coarse_abs.copy()  # a copy per frame: frames may render in parallel threads
+        padded[1:-1, 1:-1] = cv2.add(total, self.grid)
         s = self.step
-        maps = cv2.resize(self.coarse_abs, ((gw + 2) * s, (gh + 2) * s), interpolation=cv2.INTER_LINEAR)
+        maps = cv2.resize(padded, ((gw + 2) * s, (gh + 2) * s), interpolation=cv2.INTER_LINEAR)
         maps = maps[s:s + rh, s:s + rw]                                        # (rh, rw, 2)
         gh, gw = self.coarse_shape
         for (x0, y0, x1, y1), active, exact, upsampled, feather in self.details:
