@@ -245,8 +245,11 @@ class FaceMeshLandmarker:
                 return faces
         return []
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> (68, 2) float32 landmarks (x, y) in image pixels."""
+    def __call__(self, image: np.ndarray, channels_as_given: bool = False) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> (68, 2) float32 landmarks (x, y) in image pixels.
+
+        `channels_as_given` is accepted for the Landmarker protocol and has no effect (the mesh reads RGB).
+        """
         faces = self.faces(image)
         if not faces:
             raise NoFaceError()
