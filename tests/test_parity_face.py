@@ -111,12 +111,14 @@ def test_retinaface_outputs(parity_dir: Path, detectors: RetinaFaceAWingLandmark
     loc, conf, landms, priors = detectors.detector.raw(g["in_image"])
     np.testing.assert_array_equal(priors.numpy(), g["mid_priors"])
     diffs = {name: float(np.abs(ours.numpy() - g[key]).max())
-             for name, ours, key in (("loc", loc, "out_loc"), ("conf", conf, "out_conf"), ("landms", landms, "out_landms"))}
+             for name, ours, key in (("loc", loc, "out_loc"), ("conf", conf, "out_conf"),
+                                     ("landms", landms, "out_landms"))}
     print(f"RetinaFace raw heads max abs diff {diffs}")
     assert max(diffs.values()) < 1e-4
     dets = detectors.detector.detect(g["in_image"], float(g["in_conf_threshold"]))
     assert dets.shape == g["out_dets"].shape
-    print(f"detections (threshold {float(g['in_conf_threshold']):.4f}) max abs diff {np.abs(dets - g['out_dets']).max()}")
+    threshold = float(g["in_conf_threshold"])
+    print(f"detections (threshold {threshold:.4f}) max abs diff {np.abs(dets - g['out_dets']).max()}")
     np.testing.assert_allclose(dets, g["out_dets"], atol=1e-3)
 
 

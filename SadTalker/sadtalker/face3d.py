@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Protocol
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import LEGACY_FILES, CheckpointLocations, load_network
-from .crop import FaceCrop, check_preprocess, crop_face, map_to_region
-from .errors import ImageError, NoFaceError
+from .checkpoints import AWING_FILE, LEGACY_FILES, RETINAFACE_FILE, CheckpointLocations, load_network
+from .crop import FaceCrop, check_preprocess, crop_face, cut, map_to_region
+from .errors import CheckpointError, ImageError, InvalidInputError, NoFaceError
 from .image import load_image
 from .nets.face_recon import FaceReconNet
 from .paste import CropInfo
@@ -37,7 +38,6 @@ LM3D_FIVE = np.array([
 
 RECON_SIZE = 224          # the reconstruction network's input
 RESCALE_FACTOR = 102.0    # align_img's rescale_factor: template units -> pixels at 224
-NUM_COEFFS_STAGE = 73
 MAX_FRAMES_BEFORE_FACE = 250  # reference videos: give up when the first 10 s show no face
 
 
@@ -296,10 +296,6 @@ def smooth_stream(items: Iterable[tuple[np.ndarray, np.ndarray]],
 
 def cut_like(frame: np.ndarray, first: FaceCrop, preprocess: str, size: int) -> np.ndarray:
     """A video frame cut with the first frame's crop geometry and resized to size x size."""
-    import cv2
-
-    from .crop import cut
-
     if first.geometry is None:
         return cv2.resize(frame, (size, size))
     return cv2.resize(cut(frame, first.geometry, extended=preprocess.startswith("ext")), (size, size))
@@ -307,9 +303,8 @@ def cut_like(frame: np.ndarray, first: FaceCrop, preprocess: str, size: int) -> 
 
 def check_picture(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        shape = getattr(image, "shape", None)
-        raise ImageError(f"the picture must be an RGB uint8 array (H, W, 3); got {getattr(image, 'dtype', type(image))} "
-                         f"{shape}")
+        kind = getattr(image, "dtype", type(image).__name__)
+        raise ImageError(f"the picture must be an RGB uint8 array (H, W, 3); got {kind} {getattr(image, 'shape', '')}")
     if min(image.shape[:2]) < 16:
         raise ImageError(f"the picture is too small ({image.shape[1]}x{image.shape[0]})")
 
@@ -326,23 +321,21 @@ def load_recon_net(locations: CheckpointLocations) -> FaceReconNet:
     if legacy.is_file():
         return load_network(net, legacy, "face reconstruction (net_recon)", entry="net_recon",
                             hint=locations.download_hint)
-    locations.require(locations.sadtalker_file(256))  # raises CheckpointError naming the file
-    raise AssertionError("unreachable")
+    raise CheckpointError(f"checkpoint file not found: {locations.sadtalker_file(256)} (nor the 512 file or the "
+                          f"legacy {legacy.name}). Get the official weights with: {locations.download_hint}")
 
 
 def make_landmarker(locations: CheckpointLocations, detector: str, device: torch.device,
                     min_face_px: int) -> Landmarker:
-    from .checkpoints import AWING_FILE, RETINAFACE_FILE
-
+    """'retinaface' (the original's detectors; their files must exist), 'facemesh', or 'auto' (the first when
+    both files are present)."""
+    if detector not in ("auto", "facemesh", "retinaface"):
+        raise InvalidInputError(f"detector must be auto, facemesh or retinaface; got {detector!r}")
     have_original = all(locations.gfpgan_file(n).is_file() for n in (RETINAFACE_FILE, AWING_FILE))
     if detector == "retinaface" or (detector == "auto" and have_original):
         from .face_detect import RetinaFaceAWingLandmarker
 
         return RetinaFaceAWingLandmarker.from_checkpoint(locations, device, min_face_px=min_face_px)
-    if detector not in ("auto", "facemesh"):
-        from .errors import InvalidInputError
-
-        raise InvalidInputError(f"detector must be auto, facemesh or retinaface; got {detector!r}")
     from .landmarks68 import FaceMeshLandmarker
 
     return FaceMeshLandmarker(min_face_px=min_face_px)

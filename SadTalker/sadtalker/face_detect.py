@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
@@ -147,7 +145,8 @@ class RetinaFaceDetector:
         loc, conf, landms = self.net(x)
         return loc, conf, landms, prior_boxes(*bgr.shape[:2]).to(self.device)
 
-    def detect(self, bgr: np.ndarray, threshold: float = CONF_THRESHOLD, nms_threshold: float = NMS_THRESHOLD) -> np.ndarray:
+    def detect(self, bgr: np.ndarray, threshold: float = CONF_THRESHOLD,
+               nms_threshold: float = NMS_THRESHOLD) -> np.ndarray:
         """(N, 15): box, score, 5 points (x, y), best first after NMS."""
         h, w = bgr.shape[:2]
         loc, conf, landms, priors = self.raw(bgr)

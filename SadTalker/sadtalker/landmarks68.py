@@ -128,7 +128,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
-def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray,
+                  points: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """MediaPipe's weighted NMS: overlapping detections are averaged, weighted by score."""
     order = np.argsort(-scores)
     boxes, scores, points = boxes[order], scores[order], points[order]
@@ -141,7 +142,9 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray) -> 
         group = remaining & overlap
         remaining &= ~group
         w = scores[group][:, None]
-        out.append(((boxes[group] * w).sum(0) / w.sum(), float(scores[i]), (points[group] * w[:, :, None]).sum(0) / w.sum()))
+        box = (boxes[group] * w).sum(0) / w.sum()
+        keypoints = (points[group] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, float(scores[i]), keypoints))
     return out
 
 
