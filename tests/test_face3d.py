@@ -228,3 +228,19 @@ def test_awing_input_is_resized_bgr_over_255() -> None:
     x = AWingAligner.prepare(crop)
     assert x.shape == (1, 3, 256, 256)
     assert float(x[0, 2].mean()) == 1.0 and float(x[0, 0].mean()) == 0.0
+
+
+def test_reference_video_file_round_trip(extractor: SourceFaceExtractor, astronaut: np.ndarray,
+                                         tmp_path: Path) -> None:
+    """An mp4 written and decoded by sadtalker.video (ffmpeg), as the pipeline reads reference videos."""
+    from sadtalker.video import VideoWriter, iter_video_frames
+
+    path = tmp_path / "ref.mp4"
+    small = astronaut[::2, ::2]
+    with VideoWriter(path, 256, 256) as writer:
+        for shift in range(4):
+            writer.write(np.ascontiguousarray(np.roll(small, shift * 2, axis=1)))
+    coeffs = extractor.extract_video(iter_video_frames(path, 10), "crop")
+    assert coeffs.shape == (4, 73) and np.all(np.isfinite(coeffs))
+    # The crop box is fixed by the first frame, so a face moving right shows as a changing alignment shift.
+    assert np.ptp(coeffs[:, 71]) > 0.5
