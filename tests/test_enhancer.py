@@ -55,9 +55,19 @@ def test_align_face_maps_landmarks_onto_the_ffhq_template(astronaut):
     assert np.abs(mapped - FFHQ_TEMPLATE_512).max() < 15  # a similarity fit of five hand-placed points
     scale = np.hypot(*affine[:, 0])
     assert 2.5 < scale < 3.5  # the astronaut's face (eyes 44 px apart) grows to the template's 126 px
-    # the border outside the image is the original's grey, in RGB order
-    far = align_face(astronaut, ASTRONAUT_FIVE + [200, 0])[0]
-    assert tuple(far[5, -5]) == (132, 133, 135)
+    # Template pixels that map to outside the frame get facexlib's border grey: borderValue=(135, 133, 132) on its
+    # BGR frames, i.e. (132, 133, 135) in our RGB order. Shifting the landmarks 260 px right puts the face at the
+    # frame's right edge, so the right part of the template lies beyond it.
+    far, far_affine = align_face(astronaut, ASTRONAUT_FIVE + [260, 0])
+    back = cv2.invertAffineTransform(far_affine)
+    v, u = np.mgrid[0:512, 0:512]
+    src_x = back[0, 0] * u + back[0, 1] * v + back[0, 2]
+    src_y = back[1, 0] * u + back[1, 1] * v + back[1, 2]
+    beyond = (src_x > 512 + 1) | (src_y < -1) | (src_y > 512 + 1)  # a pixel's margin for the bilinear taps
+    inside = (src_x < 512 - 2) & (src_x > 1) & (src_y > 1) & (src_y < 512 - 2)
+    assert beyond.sum() > 512 * 100 and inside.sum() > 512 * 100
+    assert (far[beyond] == (132, 133, 135)).all()
+    assert not (far[inside] == (132, 133, 135)).all(axis=1).all()  # the image itself is not the border grey
 
 
 def test_inverse_affine_round_trips_and_upscales():
