@@ -99,7 +99,10 @@ def test_square_mask_is_soft_inside_the_warped_square():
     hard, soft = square_mask(inverse_affine(affine), (512, 512))
     assert hard.shape == soft.shape == (512, 512)
     assert soft[120, 225] == pytest.approx(1.0) and soft[0, 0] == 0 and soft[500, 500] == 0
-    assert ((soft > 0) <= (hard > 0)).all()
+    # The blur of the twice-eroded square reaches the hard mask's edge; only its float tail (as in facexlib) leaks out.
+    assert soft[hard == 0].max() < 0.01
+    edge = (hard > 0.99) & (soft > 0.05) & (soft < 0.95)  # a soft band of the whole face's width // 20 ~ 8 px
+    assert edge.sum() > 4 * 100 * 4
 
 
 def test_five_points_from_mesh_uses_documented_indices():
@@ -261,10 +264,11 @@ def test_official_size_stage_on_the_astronaut(official_gfpgan_dir, astronaut):
     inverse = inverse_affine(affine)
     hard, soft = square_mask(inverse, (512, 512))
     warped = cv2.warpAffine(restored, inverse, (512, 512))
-    outside, inside = soft == 0, soft == 1
+    outside, inside = soft == 0, soft > 1 - 1e-6  # the float32 blur peaks at 1 +- 1e-7
     assert inside.sum() > 80 * 80 and outside.sum() > 512 * 512 / 2
     assert np.array_equal(out[0][outside], astronaut[outside])  # background untouched
-    assert np.array_equal(out[0][inside], warped[inside])  # the restored face fills the face region
+    # the restored face fills the face region (to within the blend's truncation to uint8, as the original's)
+    assert np.abs(out[0][inside].astype(int) - warped[inside]).max() <= 1
     assert np.abs(out[0][inside].astype(int) - astronaut[inside]).mean() > 5  # and it did change
     ys, xs = np.nonzero(~outside)  # the pasted region surrounds the landmarks
     assert xs.min() < ASTRONAUT_FIVE[:, 0].min() and xs.max() > ASTRONAUT_FIVE[:, 0].max()
