@@ -12,7 +12,7 @@ from sadtalker.enhancer import (
     FFHQ_TEMPLATE_512, MESH_LEFT_EYE, MESH_MOUTH_LEFT, MESH_MOUTH_RIGHT, MESH_NOSE_TIP, MESH_RIGHT_EYE, FaceEnhancer,
     MeshFivePoints, align_face, five_points_from_mesh, inverse_affine, parse_mask, square_mask, time_enhancer,
 )
-from sadtalker.errors import CheckpointError, InvalidInputError
+from sadtalker.errors import CheckpointError, InvalidInputError, NoFaceError
 from sadtalker.image import load_image
 from sadtalker.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker.nets.parsenet import ParseNet, ParseNetConfig
@@ -120,11 +120,23 @@ def test_five_points_from_mesh_uses_documented_indices():
 
         def landmarks(self, rgb, det):
             assert det == "largest"
+            if rgb.mean() > 100:  # FaceMesh raises when its landmark model's face flag is low
+                raise NoFaceError()
             return mesh
 
     source = MeshFivePoints(FakeMesh())
-    assert source(np.ones((8, 8, 3), np.uint8)).shape == (1, 5, 2)
+    np.testing.assert_allclose(source(np.ones((8, 8, 3), np.uint8))[0], five_points_from_mesh(mesh))
     assert source(np.zeros((8, 8, 3), np.uint8)).shape == (0, 5, 2)
+    assert source(np.full((8, 8, 3), 200, np.uint8)).shape == (0, 5, 2)
+
+
+def test_mesh_five_points_on_the_astronaut(astronaut):
+    """Our face mesh's five points on the portrait land near the hand-placed ones (needs sadtalker.facemesh)."""
+    pytest.importorskip("sadtalker.facemesh", reason="the face-mesh landmark stage is not in this checkout")
+    points = MeshFivePoints()(astronaut)
+    assert points.shape == (1, 5, 2)
+    assert np.abs(points[0] - ASTRONAUT_FIVE).max() < 8
+    assert MeshFivePoints()(np.full_like(astronaut, 90)).shape == (0, 5, 2)  # a blank frame: no face
 
 
 # ---- the stage with tiny networks ------------------------------------------------------------------------------------
@@ -197,6 +209,22 @@ def test_random_noise_is_seeded_and_differs_from_stored_noise(astronaut):
     ra, rb = a.restore(face), b.restore(face)
     assert np.array_equal(ra, rb)
     assert not np.array_equal(ra, fixed)
+
+
+def test_half_precision_follows_the_device_type():
+    assert tiny_enhancer().half is False  # CPU: float32 (autocast disabled)
+    assert tiny_enhancer(half=True).half is True
+    if torch.cuda.is_available():
+        assert tiny_enhancer(device="cuda").half is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the fp16 path runs only there")
+def test_fp16_on_cuda_is_close_to_float32(astronaut):
+    face = align_face(astronaut, ASTRONAUT_FIVE)[0][None]
+    ref = tiny_enhancer().restore(face)
+    fast = tiny_enhancer(device="cuda")
+    assert np.abs(fast.restore(face).astype(int) - ref).max() <= 3
+    assert fast.enhance([astronaut])[0].shape == astronaut.shape
 
 
 def test_time_enhancer_reports_per_frame_steps(astronaut):

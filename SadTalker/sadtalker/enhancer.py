@@ -6,6 +6,13 @@ Per frame: five landmarks -> similarity warp to the 512 FFHQ template -> GFPGAN 
 own resolution. The original also upscales the whole frame 2x (LANCZOS4 for the background, `upscale=2`); we keep
 the input resolution by default (`upscale=1`): the output video keeps the size the user chose, and the 2x resize
 adds no detail outside the face. `upscale=2` reproduces the original's geometry.
+
+Noise: GFPGANer draws fresh StyleGAN noise for every face (`randomize_noise=True`); on video that makes fine
+texture flicker from frame to frame, so by default we use the checkpoint's stored noise maps (deterministic,
+identical output for identical faces); `randomize_noise=True, seed=...` gives the original's behaviour.
+On CUDA the networks run under fp16 autocast (demodulation stays in float32); on CPU in float32.
+Landmarks come from a `FivePointSource` callable (default: our face mesh); the original used RetinaFace's five
+points, and any detector giving them in the same order plugs in through `from_checkpoint(..., landmarks=...)`.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import numpy as np
 import torch
 
 from .checkpoints import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, load_network, open_checkpoint
-from .errors import CheckpointError, InvalidInputError
+from .errors import CheckpointError, InvalidInputError, NoFaceError
 from .nets.gfpgan import GFPGANv1Clean
 from .nets.parsenet import NON_FACE_CLASSES, ParseNet
 
@@ -64,16 +71,19 @@ class MeshFivePoints:
 
     def __init__(self, mesh: object | None = None) -> None:
         if mesh is None:
-            from .facemesh import FaceMesh  # the landmark stage; imported lazily to keep this module light
+            from .facemesh import shared_face_mesh  # the landmark stage; imported lazily to keep this module light
 
-            mesh = FaceMesh()
+            mesh = shared_face_mesh()
         self.mesh = mesh
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         detections = self.mesh.detect(rgb)  # type: ignore[attr-defined]
         if not detections:
             return np.zeros((0, 5, 2))
-        points = self.mesh.landmarks(rgb, detections[0])  # type: ignore[attr-defined]  # (468, 3) px
+        try:
+            points = self.mesh.landmarks(rgb, detections[0])  # type: ignore[attr-defined]  # (468, 3) px
+        except NoFaceError:  # the landmark model rejected the detection (its face flag is low)
+            return np.zeros((0, 5, 2))
         return five_points_from_mesh(points)[None]
 
 
