@@ -255,21 +255,22 @@ def test_mismatched_file_is_a_checkpoint_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def official_gfpgan_dir(tmp_path_factory):
-    """GFPGANv1.4.pth and parsing_parsenet.pth written in the official layouts (random weights)."""
-    folder = tmp_path_factory.mktemp("gfpgan_weights")
-    write_official_file(GFPGAN_FILE, folder, seed=100)
-    write_official_file(PARSENET_FILE, folder, seed=103)
-    yield CheckpointLocations(checkpoint_dir=folder / "none", gfpgan_dir=folder)
+def official_enhancer(official_gfpgan_weights):
+    """The enhancer as the pipeline builds it (GFPGANv1.4.pth + parsing_parsenet.pth of the session's official-layout
+    random-weight files), with fixed landmarks instead of the face mesh."""
+    enhancer = FaceEnhancer.from_checkpoint(official_gfpgan_weights, device="cpu",
+                                            landmarks=FixedFivePoints(ASTRONAUT_FIVE), batch_size=2)
+    yield enhancer
     forget_open_checkpoints()
 
 
-def test_official_files_load_with_params_ema_or_params(official_gfpgan_dir, tmp_path):
-    enhancer = FaceEnhancer.from_checkpoint(official_gfpgan_dir, landmarks=FixedFivePoints(None))
-    state = torch.load(official_gfpgan_dir.gfpgan_dir / GFPGAN_FILE, mmap=True, weights_only=True)["params_ema"]
+def test_official_files_load_with_params_ema_or_params(official_gfpgan_weights, official_enhancer, tmp_path):
+    state = torch.load(official_gfpgan_weights.gfpgan_dir / GFPGAN_FILE, mmap=True, weights_only=True)["params_ema"]
     key = "stylegan_decoder.style_convs.3.modulated_conv.weight"
-    assert torch.equal(enhancer.gfpgan.state_dict()[key], state[key])
-    assert enhancer.parser is not None  # parsing_parsenet.pth present: used by default
+    assert torch.equal(official_enhancer.gfpgan.state_dict()[key], state[key])
+    assert official_enhancer.parser is not None  # parsing_parsenet.pth present: used by default
+    parse_state = torch.load(official_gfpgan_weights.gfpgan_dir / PARSENET_FILE, mmap=True, weights_only=True)
+    assert all(torch.equal(v, parse_state[k]) for k, v in official_enhancer.parser.state_dict().items())
     # older releases store only `params`; GFPGANer falls back to it
     torch.save({"params": state}, tmp_path / GFPGAN_FILE)
     fallback = FaceEnhancer.from_checkpoint(
@@ -279,11 +280,9 @@ def test_official_files_load_with_params_ema_or_params(official_gfpgan_dir, tmp_
     assert torch.equal(fallback.gfpgan.state_dict()[key], state[key])
 
 
-def test_official_size_stage_on_the_astronaut(official_gfpgan_dir, astronaut):
-    """Full-size GFPGAN on one frame: output keeps the frame's size, changes the face and only the face."""
-    enhancer = FaceEnhancer.from_checkpoint(
-        official_gfpgan_dir, landmarks=FixedFivePoints(ASTRONAUT_FIVE), use_parse=False, batch_size=1
-    )
+def test_official_size_stage_on_the_astronaut(official_enhancer, astronaut):
+    """Full-size GFPGAN on one frame, square mask: output keeps the frame's size, changes the face and only the face."""
+    enhancer = FaceEnhancer(official_enhancer.gfpgan, None, FixedFivePoints(ASTRONAUT_FIVE), batch_size=1)
     out = enhancer.enhance(np.stack([astronaut]))
     assert len(out) == 1 and out[0].shape == astronaut.shape and out[0].dtype == np.uint8
 
@@ -301,3 +300,23 @@ def test_official_size_stage_on_the_astronaut(official_gfpgan_dir, astronaut):
     ys, xs = np.nonzero(~outside)  # the pasted region surrounds the landmarks
     assert xs.min() < ASTRONAUT_FIVE[:, 0].min() and xs.max() > ASTRONAUT_FIVE[:, 0].max()
     assert ys.min() < ASTRONAUT_FIVE[:, 1].min() and ys.max() > ASTRONAUT_FIVE[:, 1].max()
+
+
+def test_official_default_path_with_parse_mask_upscaled(official_enhancer, astronaut):
+    """The pipeline's path (ParseNet mask) at the original's 2x geometry: nothing changes outside the warped face
+    square, and the face square is where the change is."""
+    official_enhancer.upscale = 2
+    try:
+        out = official_enhancer.enhance([astronaut])[0]
+    finally:
+        official_enhancer.upscale = 1
+    assert out.shape == (1024, 1024, 3) and out.dtype == np.uint8
+    background = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
+    affine = align_face(astronaut, ASTRONAUT_FIVE)[1]
+    square = cv2.warpAffine(np.ones((512, 512), np.float32), inverse_affine(affine, 2), (1024, 1024)) > 0
+    assert np.array_equal(out[~square], background[~square])
+    changed = np.abs(out.astype(int) - background).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 1000
+    centre = (ASTRONAUT_FIVE * 2 + 0.5).mean(axis=0)  # the face centre in the 2x frame
+    assert abs(xs.mean() - centre[0]) < 60 and abs(ys.mean() - centre[1]) < 60
