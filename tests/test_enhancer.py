@@ -228,10 +228,19 @@ def test_fp16_on_cuda_is_close_to_float32(astronaut):
 
 
 def test_time_enhancer_reports_per_frame_steps(astronaut):
-    timing = time_enhancer(tiny_enhancer(batch_size=2), astronaut, frames=2)
+    enhancer = tiny_enhancer(batch_size=2)
+    assert enhancer.seconds_per_frame() == {}
+    timing = time_enhancer(enhancer, astronaut, frames=2)
     assert timing.frames == 2 and timing.device == "cpu"
     assert timing.gfpgan > 0 and timing.parse > 0 and timing.paste > 0
     assert timing.total >= 0.9 * (timing.landmarks + timing.gfpgan + timing.parse + timing.paste)
+    # the running figures after a pipeline-style stream: 3 frames in batches of 2 and 1
+    enhancer.reset_timing()
+    assert len(list(enhancer.enhance_iter(iter([astronaut] * 3)))) == 3
+    per = enhancer.seconds_per_frame()
+    assert enhancer.frames_processed == 3 and set(per) == {"landmarks", "gfpgan", "parse", "paste", "total"}
+    assert per["gfpgan"] == pytest.approx(enhancer.timing["gfpgan"] / 3)
+    assert per["total"] == pytest.approx(sum(enhancer.timing.values()) / 3)
 
 
 # ---- official-layout files (random weights) ------------------------------------------------------------------------

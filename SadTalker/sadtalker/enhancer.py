@@ -207,7 +207,8 @@ class FaceEnhancer:
         if randomize_noise and seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.frames_without_face = 0
-        self.timing = {"landmarks": 0.0, "gfpgan": 0.0, "parse": 0.0, "paste": 0.0}
+        self.frames_processed = 0
+        self.timing = {"landmarks": 0.0, "gfpgan": 0.0, "parse": 0.0, "paste": 0.0}  # seconds, summed over frames
 
     @classmethod
     def from_checkpoint(cls, locations: CheckpointLocations, device: str | torch.device = "cpu", *,
@@ -242,6 +243,21 @@ class FaceEnhancer:
             logger.info("%s not used: pasting faces back with a square soft mask", PARSENET_FILE)
         return cls(gfpgan, parser, landmarks if landmarks is not None else MeshFivePoints(),
                    device=device, **kwargs)  # type: ignore[arg-type]
+
+    def reset_timing(self) -> None:
+        """Zero the step timings and frame counters (e.g. after a warm-up)."""
+        self.timing = dict.fromkeys(self.timing, 0.0)
+        self.frames_processed = 0
+        self.frames_without_face = 0
+
+    def seconds_per_frame(self) -> dict[str, float]:
+        """Mean seconds per frame of each step (and `total`) over the frames enhanced since the last reset; for the
+        speed benchmark, which can read it after a real pipeline run. Empty before any frame."""
+        if self.frames_processed == 0:
+            return {}
+        per = {k: v / self.frames_processed for k, v in self.timing.items()}
+        per["total"] = sum(per.values())
+        return per
 
     def enhance(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Enhance all frames (RGB uint8 (H, W, 3) each); see `enhance_iter` for long clips."""
@@ -317,6 +333,7 @@ class FaceEnhancer:
         t4 = time.perf_counter()
         for key, dt in zip(self.timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             self.timing[key] += dt
+        self.frames_processed += len(frames)
         return out
 
 
@@ -336,7 +353,7 @@ def time_enhancer(enhancer: FaceEnhancer, frame: np.ndarray, frames: int = 2, wa
     """
     if warmup:
         enhancer.enhance([frame])
-    enhancer.timing = dict.fromkeys(enhancer.timing, 0.0)
+    enhancer.reset_timing()
     if enhancer.device.type == "cuda":
         torch.cuda.synchronize(enhancer.device)
     start = time.perf_counter()
