@@ -10,7 +10,8 @@ from ckpt_factory import write_official_file
 from sadtalker.checkpoints import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, forget_open_checkpoints
 from sadtalker.enhancer import (
     FFHQ_TEMPLATE_512, MESH_LEFT_EYE, MESH_MOUTH_LEFT, MESH_MOUTH_RIGHT, MESH_NOSE_TIP, MESH_RIGHT_EYE, FaceEnhancer,
-    MeshFivePoints, align_face, five_points_from_mesh, inverse_affine, parse_mask, square_mask, time_enhancer,
+    MeshFivePoints, align_face, five_points_from_detections, five_points_from_mesh, inverse_affine, parse_mask,
+    square_mask, time_enhancer,
 )
 from sadtalker.errors import CheckpointError, InvalidInputError, NoFaceError
 from sadtalker.image import load_image
@@ -128,6 +129,20 @@ def test_five_points_from_mesh_uses_documented_indices():
     np.testing.assert_allclose(source(np.ones((8, 8, 3), np.uint8))[0], five_points_from_mesh(mesh))
     assert source(np.zeros((8, 8, 3), np.uint8)).shape == (0, 5, 2)
     assert source(np.full((8, 8, 3), 200, np.uint8)).shape == (0, 5, 2)
+
+
+def test_five_points_from_retinaface_detections():
+    dets = np.zeros((2, 15))
+    dets[0, :5] = [10, 20, 110, 140, 0.99]
+    dets[0, 5:] = [30, 50, 80, 51, 55, 80, 35, 110, 75, 111]
+    dets[1, 5:] = np.arange(10)
+    points = five_points_from_detections(dets)
+    assert points.shape == (2, 5, 2)
+    np.testing.assert_array_equal(points[0], [[30, 50], [80, 51], [55, 80], [35, 110], [75, 111]])
+    np.testing.assert_array_equal(points[1, 4], [8, 9])
+    assert five_points_from_detections(np.zeros((0, 15))).shape == (0, 5, 2)
+    with pytest.raises(InvalidInputError, match="15"):
+        five_points_from_detections(np.zeros((2, 14)))
 
 
 def test_mesh_five_points_on_the_astronaut(astronaut):

@@ -66,6 +66,17 @@ def five_points_from_mesh(mesh: np.ndarray) -> np.ndarray:
     ])
 
 
+def five_points_from_detections(detections: np.ndarray) -> np.ndarray:
+    """RetinaFace detections as facexlib gives them, (N, 15): box (4), score, then the five landmarks as x, y pairs
+    (left eye, right eye, nose tip, left and right mouth corner) -> (N, 5, 2), in the detections' order.
+
+    The seam for a RetinaFace-based `FivePointSource` (the original's detector)."""
+    dets = np.asarray(detections, dtype=np.float64)
+    if dets.ndim != 2 or dets.shape[1] != 15:
+        raise InvalidInputError(f"RetinaFace detections must be (N, 15); got {dets.shape}")
+    return dets[:, 5:15].reshape(-1, 5, 2)
+
+
 class MeshFivePoints:
     """Five points of the largest face from our face-mesh landmarker (`sadtalker.facemesh.FaceMesh`)."""
 
@@ -343,7 +354,7 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
         raise InvalidInputError(
             f"the enhancer takes RGB uint8 frames of shape (H, W, 3); got {frame.dtype} {tuple(frame.shape)}"
         )
-    return frame
+    return np.ascontiguousarray(frame)  # OpenCV needs positive strides (flipped or sliced views)
 
 
 def time_enhancer(enhancer: FaceEnhancer, frame: np.ndarray, frames: int = 2, warmup: bool = True) -> EnhancerTiming:
