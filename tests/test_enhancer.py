@@ -10,9 +10,10 @@ from ckpt_factory import write_official_file
 from sadtalker.checkpoints import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, forget_open_checkpoints
 from sadtalker.enhancer import (
     FFHQ_TEMPLATE_512, MESH_LEFT_EYE, MESH_MOUTH_LEFT, MESH_MOUTH_RIGHT, MESH_NOSE_TIP, MESH_RIGHT_EYE, FaceEnhancer,
-    MeshFivePoints, align_face, five_points_from_mesh, inverse_affine, parse_mask, square_mask, time_enhancer,
+    MeshFivePoints, align_face, five_points_from_detections, five_points_from_mesh, inverse_affine, parse_mask,
+    square_mask, time_enhancer,
 )
-from sadtalker.errors import CheckpointError, InvalidInputError
+from sadtalker.errors import CheckpointError, InvalidInputError, NoFaceError
 from sadtalker.image import load_image
 from sadtalker.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker.nets.parsenet import ParseNet, ParseNetConfig
@@ -55,9 +56,19 @@ def test_align_face_maps_landmarks_onto_the_ffhq_template(astronaut):
     assert np.abs(mapped - FFHQ_TEMPLATE_512).max() < 15  # a similarity fit of five hand-placed points
     scale = np.hypot(*affine[:, 0])
     assert 2.5 < scale < 3.5  # the astronaut's face (eyes 44 px apart) grows to the template's 126 px
-    # the border outside the image is the original's grey, in RGB order
-    far = align_face(astronaut, ASTRONAUT_FIVE + [200, 0])[0]
-    assert tuple(far[5, -5]) == (132, 133, 135)
+    # Template pixels that map to outside the frame get facexlib's border grey: borderValue=(135, 133, 132) on its
+    # BGR frames, i.e. (132, 133, 135) in our RGB order. Shifting the landmarks 260 px right puts the face at the
+    # frame's right edge, so the right part of the template lies beyond it.
+    far, far_affine = align_face(astronaut, ASTRONAUT_FIVE + [260, 0])
+    back = cv2.invertAffineTransform(far_affine)
+    v, u = np.mgrid[0:512, 0:512]
+    src_x = back[0, 0] * u + back[0, 1] * v + back[0, 2]
+    src_y = back[1, 0] * u + back[1, 1] * v + back[1, 2]
+    beyond = (src_x > 512 + 1) | (src_y < -1) | (src_y > 512 + 1)  # a pixel's margin for the bilinear taps
+    inside = (src_x < 512 - 2) & (src_x > 1) & (src_y > 1) & (src_y < 512 - 2)
+    assert beyond.sum() > 512 * 100 and inside.sum() > 512 * 100
+    assert (far[beyond] == (132, 133, 135)).all()
+    assert not (far[inside] == (132, 133, 135)).all(axis=1).all()  # the image itself is not the border grey
 
 
 def test_inverse_affine_round_trips_and_upscales():
@@ -89,7 +100,10 @@ def test_square_mask_is_soft_inside_the_warped_square():
     hard, soft = square_mask(inverse_affine(affine), (512, 512))
     assert hard.shape == soft.shape == (512, 512)
     assert soft[120, 225] == pytest.approx(1.0) and soft[0, 0] == 0 and soft[500, 500] == 0
-    assert ((soft > 0) <= (hard > 0)).all()
+    # The blur of the twice-eroded square reaches the hard mask's edge; only its float tail (as in facexlib) leaks out.
+    assert soft[hard == 0].max() < 0.01
+    edge = (hard > 0.99) & (soft > 0.05) & (soft < 0.95)  # a soft band of the whole face's width // 20 ~ 8 px
+    assert edge.sum() > 4 * 100 * 4
 
 
 def test_five_points_from_mesh_uses_documented_indices():
@@ -107,11 +121,37 @@ def test_five_points_from_mesh_uses_documented_indices():
 
         def landmarks(self, rgb, det):
             assert det == "largest"
+            if rgb.mean() > 100:  # FaceMesh raises when its landmark model's face flag is low
+                raise NoFaceError()
             return mesh
 
     source = MeshFivePoints(FakeMesh())
-    assert source(np.ones((8, 8, 3), np.uint8)).shape == (1, 5, 2)
+    np.testing.assert_allclose(source(np.ones((8, 8, 3), np.uint8))[0], five_points_from_mesh(mesh))
     assert source(np.zeros((8, 8, 3), np.uint8)).shape == (0, 5, 2)
+    assert source(np.full((8, 8, 3), 200, np.uint8)).shape == (0, 5, 2)
+
+
+def test_five_points_from_retinaface_detections():
+    dets = np.zeros((2, 15))
+    dets[0, :5] = [10, 20, 110, 140, 0.99]
+    dets[0, 5:] = [30, 50, 80, 51, 55, 80, 35, 110, 75, 111]
+    dets[1, 5:] = np.arange(10)
+    points = five_points_from_detections(dets)
+    assert points.shape == (2, 5, 2)
+    np.testing.assert_array_equal(points[0], [[30, 50], [80, 51], [55, 80], [35, 110], [75, 111]])
+    np.testing.assert_array_equal(points[1, 4], [8, 9])
+    assert five_points_from_detections(np.zeros((0, 15))).shape == (0, 5, 2)
+    with pytest.raises(InvalidInputError, match="15"):
+        five_points_from_detections(np.zeros((2, 14)))
+
+
+def test_mesh_five_points_on_the_astronaut(astronaut):
+    """Our face mesh's five points on the portrait land near the hand-placed ones (needs sadtalker.facemesh)."""
+    pytest.importorskip("sadtalker.facemesh", reason="the face-mesh landmark stage is not in this checkout")
+    points = MeshFivePoints()(astronaut)
+    assert points.shape == (1, 5, 2)
+    assert np.abs(points[0] - ASTRONAUT_FIVE).max() < 8
+    assert MeshFivePoints()(np.full_like(astronaut, 90)).shape == (0, 5, 2)  # a blank frame: no face
 
 
 # ---- the stage with tiny networks ------------------------------------------------------------------------------------
@@ -186,11 +226,36 @@ def test_random_noise_is_seeded_and_differs_from_stored_noise(astronaut):
     assert not np.array_equal(ra, fixed)
 
 
+def test_half_precision_follows_the_device_type():
+    assert tiny_enhancer().half is False  # CPU: float32 (autocast disabled)
+    assert tiny_enhancer(half=True).half is True
+    if torch.cuda.is_available():
+        assert tiny_enhancer(device="cuda").half is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the fp16 path runs only there")
+def test_fp16_on_cuda_is_close_to_float32(astronaut):
+    face = align_face(astronaut, ASTRONAUT_FIVE)[0][None]
+    ref = tiny_enhancer().restore(face)
+    fast = tiny_enhancer(device="cuda")
+    assert np.abs(fast.restore(face).astype(int) - ref).max() <= 3
+    assert fast.enhance([astronaut])[0].shape == astronaut.shape
+
+
 def test_time_enhancer_reports_per_frame_steps(astronaut):
-    timing = time_enhancer(tiny_enhancer(batch_size=2), astronaut, frames=2)
+    enhancer = tiny_enhancer(batch_size=2)
+    assert enhancer.seconds_per_frame() == {}
+    timing = time_enhancer(enhancer, astronaut, frames=2)
     assert timing.frames == 2 and timing.device == "cpu"
     assert timing.gfpgan > 0 and timing.parse > 0 and timing.paste > 0
     assert timing.total >= 0.9 * (timing.landmarks + timing.gfpgan + timing.parse + timing.paste)
+    # the running figures after a pipeline-style stream: 3 frames in batches of 2 and 1
+    enhancer.reset_timing()
+    assert len(list(enhancer.enhance_iter(iter([astronaut] * 3)))) == 3
+    per = enhancer.seconds_per_frame()
+    assert enhancer.frames_processed == 3 and set(per) == {"landmarks", "gfpgan", "parse", "paste", "total"}
+    assert per["gfpgan"] == pytest.approx(enhancer.timing["gfpgan"] / 3)
+    assert per["total"] == pytest.approx(sum(enhancer.timing.values()) / 3)
 
 
 # ---- official-layout files (random weights) ------------------------------------------------------------------------
@@ -214,21 +279,22 @@ def test_mismatched_file_is_a_checkpoint_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def official_gfpgan_dir(tmp_path_factory):
-    """GFPGANv1.4.pth and parsing_parsenet.pth written in the official layouts (random weights)."""
-    folder = tmp_path_factory.mktemp("gfpgan_weights")
-    write_official_file(GFPGAN_FILE, folder, seed=100)
-    write_official_file(PARSENET_FILE, folder, seed=103)
-    yield CheckpointLocations(checkpoint_dir=folder / "none", gfpgan_dir=folder)
+def official_enhancer(official_gfpgan_weights):
+    """The enhancer as the pipeline builds it (GFPGANv1.4.pth + parsing_parsenet.pth of the session's official-layout
+    random-weight files), with fixed landmarks instead of the face mesh."""
+    enhancer = FaceEnhancer.from_checkpoint(official_gfpgan_weights, device="cpu",
+                                            landmarks=FixedFivePoints(ASTRONAUT_FIVE), batch_size=2)
+    yield enhancer
     forget_open_checkpoints()
 
 
-def test_official_files_load_with_params_ema_or_params(official_gfpgan_dir, tmp_path):
-    enhancer = FaceEnhancer.from_checkpoint(official_gfpgan_dir, landmarks=FixedFivePoints(None))
-    state = torch.load(official_gfpgan_dir.gfpgan_dir / GFPGAN_FILE, mmap=True, weights_only=True)["params_ema"]
+def test_official_files_load_with_params_ema_or_params(official_gfpgan_weights, official_enhancer, tmp_path):
+    state = torch.load(official_gfpgan_weights.gfpgan_dir / GFPGAN_FILE, mmap=True, weights_only=True)["params_ema"]
     key = "stylegan_decoder.style_convs.3.modulated_conv.weight"
-    assert torch.equal(enhancer.gfpgan.state_dict()[key], state[key])
-    assert enhancer.parser is not None  # parsing_parsenet.pth present: used by default
+    assert torch.equal(official_enhancer.gfpgan.state_dict()[key], state[key])
+    assert official_enhancer.parser is not None  # parsing_parsenet.pth present: used by default
+    parse_state = torch.load(official_gfpgan_weights.gfpgan_dir / PARSENET_FILE, mmap=True, weights_only=True)
+    assert all(torch.equal(v, parse_state[k]) for k, v in official_enhancer.parser.state_dict().items())
     # older releases store only `params`; GFPGANer falls back to it
     torch.save({"params": state}, tmp_path / GFPGAN_FILE)
     fallback = FaceEnhancer.from_checkpoint(
@@ -238,11 +304,9 @@ def test_official_files_load_with_params_ema_or_params(official_gfpgan_dir, tmp_
     assert torch.equal(fallback.gfpgan.state_dict()[key], state[key])
 
 
-def test_official_size_stage_on_the_astronaut(official_gfpgan_dir, astronaut):
-    """Full-size GFPGAN on one frame: output keeps the frame's size, changes the face and only the face."""
-    enhancer = FaceEnhancer.from_checkpoint(
-        official_gfpgan_dir, landmarks=FixedFivePoints(ASTRONAUT_FIVE), use_parse=False, batch_size=1
-    )
+def test_official_size_stage_on_the_astronaut(official_enhancer, astronaut):
+    """Full-size GFPGAN on one frame, square mask: output keeps the frame's size, changes the face and only the face."""
+    enhancer = FaceEnhancer(official_enhancer.gfpgan, None, FixedFivePoints(ASTRONAUT_FIVE), batch_size=1)
     out = enhancer.enhance(np.stack([astronaut]))
     assert len(out) == 1 and out[0].shape == astronaut.shape and out[0].dtype == np.uint8
 
@@ -251,11 +315,32 @@ def test_official_size_stage_on_the_astronaut(official_gfpgan_dir, astronaut):
     inverse = inverse_affine(affine)
     hard, soft = square_mask(inverse, (512, 512))
     warped = cv2.warpAffine(restored, inverse, (512, 512))
-    outside, inside = soft == 0, soft == 1
+    outside, inside = soft == 0, soft > 1 - 1e-6  # the float32 blur peaks at 1 +- 1e-7
     assert inside.sum() > 80 * 80 and outside.sum() > 512 * 512 / 2
     assert np.array_equal(out[0][outside], astronaut[outside])  # background untouched
-    assert np.array_equal(out[0][inside], warped[inside])  # the restored face fills the face region
+    # the restored face fills the face region (to within the blend's truncation to uint8, as the original's)
+    assert np.abs(out[0][inside].astype(int) - warped[inside]).max() <= 1
     assert np.abs(out[0][inside].astype(int) - astronaut[inside]).mean() > 5  # and it did change
     ys, xs = np.nonzero(~outside)  # the pasted region surrounds the landmarks
     assert xs.min() < ASTRONAUT_FIVE[:, 0].min() and xs.max() > ASTRONAUT_FIVE[:, 0].max()
     assert ys.min() < ASTRONAUT_FIVE[:, 1].min() and ys.max() > ASTRONAUT_FIVE[:, 1].max()
+
+
+def test_official_default_path_with_parse_mask_upscaled(official_enhancer, astronaut):
+    """The pipeline's path (ParseNet mask) at the original's 2x geometry: nothing changes outside the warped face
+    square, and the face square is where the change is."""
+    official_enhancer.upscale = 2
+    try:
+        out = official_enhancer.enhance([astronaut])[0]
+    finally:
+        official_enhancer.upscale = 1
+    assert out.shape == (1024, 1024, 3) and out.dtype == np.uint8
+    background = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
+    affine = align_face(astronaut, ASTRONAUT_FIVE)[1]
+    square = cv2.warpAffine(np.ones((512, 512), np.float32), inverse_affine(affine, 2), (1024, 1024)) > 0
+    assert np.array_equal(out[~square], background[~square])
+    changed = np.abs(out.astype(int) - background).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 1000
+    centre = (ASTRONAUT_FIVE * 2 + 0.5).mean(axis=0)  # the face centre in the 2x frame
+    assert abs(xs.mean() - centre[0]) < 60 and abs(ys.mean() - centre[1]) < 60

@@ -85,6 +85,17 @@ def test_tiny_forward_shapes_and_noise_modes(tiny_gfpgan):
         torch.testing.assert_close(net(x[1:]), fixed[1:], atol=1e-5, rtol=1e-5)
 
 
+def test_fp16_autocast_stays_close_to_float32(tiny_gfpgan):
+    """The enhancer's CUDA path runs under fp16 autocast; the same numerics checked here on CPU's fp16 autocast."""
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        ref = tiny_gfpgan(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            half = tiny_gfpgan(x)
+    assert torch.isfinite(half).all()
+    assert (half.float() - ref).abs().max() < 2e-2
+
+
 def test_sft_half_modulates_only_the_second_half(tiny_gfpgan):
     """Conditions act as x * scale + shift on the second half of the channels after each resolution's first conv."""
     net = tiny_gfpgan

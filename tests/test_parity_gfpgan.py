@@ -68,3 +68,46 @@ def test_parsenet_matches_original(parity_dir, enhancer):
     print(f"ParseNet max abs diff {diff:.3g} (logits up to {scale:.3g})")
     assert diff <= TOLERANCE
     assert (logits.argmax(axis=1)[0] == golden["out_parse_labels"]).mean() > 0.999
+
+
+def test_alignment_and_paste_back_match_facexlib(parity_dir, enhancer, tmp_path):
+    """facexlib's FaceRestoreHelper (align_warp_face, get_inverse_affine, paste_faces_to_input_image), run in the
+    original's interpreter on the astronaut with the same five points and a stand-in restored face (255 - aligned),
+    against our align_face/paste-back, square and parsing masks, upscale 1 and 2.
+
+    Needs UPSTREAM_PYTHON and UPSTREAM_ROOT (as for the speed benchmark) and the harness folder (PARITY_HARNESS,
+    default ../shared/tools/parity beside the repo). Bit-exact with the same OpenCV version; OpenCV 5 interpolates
+    warpAffine slightly differently from the 4.x the original pins, so then up to 3 levels (rounding) differ.
+    """
+    python, root = os.environ.get("UPSTREAM_PYTHON"), os.environ.get("UPSTREAM_ROOT")
+    repo = Path(__file__).resolve().parents[1]
+    harness = Path(os.environ.get("PARITY_HARNESS", repo.parent / "shared" / "tools" / "parity"))
+    if not (python and root and (harness / "upstream.py").is_file()):
+        pytest.skip("UPSTREAM_PYTHON, UPSTREAM_ROOT and PARITY_HARNESS (the original's environment) not set")
+    import subprocess
+
+    import cv2
+
+    from sadtalker.enhancer import align_face
+
+    out_npz = tmp_path / "facexlib_paste.npz"
+    subprocess.run([python, str(Path(__file__).with_name("enhancer_upstream_paste.py")), str(harness), root,
+                    str(parity_dir), str(out_npz)], check=True, capture_output=True, timeout=600)
+    golden = np.load(out_npz)
+    same_cv2 = str(golden["cv2_version"]) == cv2.__version__
+    five = golden["five"]
+    from skimage import data
+
+    rgb = data.astronaut()
+    for upscale in (1, 2):
+        for use_parse in (False, True):
+            stage = FaceEnhancer(enhancer.gfpgan, enhancer.parser if use_parse else None, lambda im: five[None],
+                                 upscale=upscale)
+            stage.restore = lambda faces: 255 - faces  # the same stand-in restoration
+            face_diff = np.abs(align_face(rgb, five)[0].astype(int) - golden[f"face_{upscale}_{int(use_parse)}"])
+            diff = np.abs(stage.enhance([rgb])[0].astype(int) - golden[f"out_{upscale}_{int(use_parse)}"])
+            print(f"upscale {upscale}, parse {use_parse}: aligned face max diff {face_diff.max()}, pasted frame max "
+                  f"diff {diff.max()} ({(diff > 0).mean():.2%} of values; OpenCV {cv2.__version__} here, "
+                  f"{golden['cv2_version']} upstream)")
+            assert face_diff.max() <= (0 if same_cv2 else 3) and diff.max() <= (0 if same_cv2 else 3)
+            assert (diff > 0).mean() < (1e-9 if same_cv2 else 0.05)

@@ -6,6 +6,13 @@ Per frame: five landmarks -> similarity warp to the 512 FFHQ template -> GFPGAN 
 own resolution. The original also upscales the whole frame 2x (LANCZOS4 for the background, `upscale=2`); we keep
 the input resolution by default (`upscale=1`): the output video keeps the size the user chose, and the 2x resize
 adds no detail outside the face. `upscale=2` reproduces the original's geometry.
+
+Noise: GFPGANer draws fresh StyleGAN noise for every face (`randomize_noise=True`); on video that makes fine
+texture flicker from frame to frame, so by default we use the checkpoint's stored noise maps (deterministic,
+identical output for identical faces); `randomize_noise=True, seed=...` gives the original's behaviour.
+On CUDA the networks run under fp16 autocast (demodulation stays in float32); on CPU in float32.
+Landmarks come from a `FivePointSource` callable (default: our face mesh); the original used RetinaFace's five
+points, and any detector giving them in the same order plugs in through `from_checkpoint(..., landmarks=...)`.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import numpy as np
 import torch
 
 from .checkpoints import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, load_network, open_checkpoint
-from .errors import CheckpointError, InvalidInputError
+from .errors import CheckpointError, InvalidInputError, NoFaceError
 from .nets.gfpgan import GFPGANv1Clean
 from .nets.parsenet import NON_FACE_CLASSES, ParseNet
 
@@ -59,21 +66,35 @@ def five_points_from_mesh(mesh: np.ndarray) -> np.ndarray:
     ])
 
 
+def five_points_from_detections(detections: np.ndarray) -> np.ndarray:
+    """RetinaFace detections as facexlib gives them, (N, 15): box (4), score, then the five landmarks as x, y pairs
+    (left eye, right eye, nose tip, left and right mouth corner) -> (N, 5, 2), in the detections' order.
+
+    The seam for a RetinaFace-based `FivePointSource` (the original's detector)."""
+    dets = np.asarray(detections, dtype=np.float64)
+    if dets.ndim != 2 or dets.shape[1] != 15:
+        raise InvalidInputError(f"RetinaFace detections must be (N, 15); got {dets.shape}")
+    return dets[:, 5:15].reshape(-1, 5, 2)
+
+
 class MeshFivePoints:
     """Five points of the largest face from our face-mesh landmarker (`sadtalker.facemesh.FaceMesh`)."""
 
     def __init__(self, mesh: object | None = None) -> None:
         if mesh is None:
-            from .facemesh import FaceMesh  # the landmark stage; imported lazily to keep this module light
+            from .facemesh import shared_face_mesh  # the landmark stage; imported lazily to keep this module light
 
-            mesh = FaceMesh()
+            mesh = shared_face_mesh()
         self.mesh = mesh
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         detections = self.mesh.detect(rgb)  # type: ignore[attr-defined]
         if not detections:
             return np.zeros((0, 5, 2))
-        points = self.mesh.landmarks(rgb, detections[0])  # type: ignore[attr-defined]  # (468, 3) px
+        try:
+            points = self.mesh.landmarks(rgb, detections[0])  # type: ignore[attr-defined]  # (468, 3) px
+        except NoFaceError:  # the landmark model rejected the detection (its face flag is low)
+            return np.zeros((0, 5, 2))
         return five_points_from_mesh(points)[None]
 
 
@@ -197,7 +218,8 @@ class FaceEnhancer:
         if randomize_noise and seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.frames_without_face = 0
-        self.timing = {"landmarks": 0.0, "gfpgan": 0.0, "parse": 0.0, "paste": 0.0}
+        self.frames_processed = 0
+        self.timing = {"landmarks": 0.0, "gfpgan": 0.0, "parse": 0.0, "paste": 0.0}  # seconds, summed over frames
 
     @classmethod
     def from_checkpoint(cls, locations: CheckpointLocations, device: str | torch.device = "cpu", *,
@@ -232,6 +254,21 @@ class FaceEnhancer:
             logger.info("%s not used: pasting faces back with a square soft mask", PARSENET_FILE)
         return cls(gfpgan, parser, landmarks if landmarks is not None else MeshFivePoints(),
                    device=device, **kwargs)  # type: ignore[arg-type]
+
+    def reset_timing(self) -> None:
+        """Zero the step timings and frame counters (e.g. after a warm-up)."""
+        self.timing = dict.fromkeys(self.timing, 0.0)
+        self.frames_processed = 0
+        self.frames_without_face = 0
+
+    def seconds_per_frame(self) -> dict[str, float]:
+        """Mean seconds per frame of each step (and `total`) over the frames enhanced since the last reset; for the
+        speed benchmark, which can read it after a real pipeline run. Empty before any frame."""
+        if self.frames_processed == 0:
+            return {}
+        per = {k: v / self.frames_processed for k, v in self.timing.items()}
+        per["total"] = sum(per.values())
+        return per
 
     def enhance(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """Enhance all frames (RGB uint8 (H, W, 3) each); see `enhance_iter` for long clips."""
@@ -307,6 +344,7 @@ class FaceEnhancer:
         t4 = time.perf_counter()
         for key, dt in zip(self.timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             self.timing[key] += dt
+        self.frames_processed += len(frames)
         return out
 
 
@@ -316,7 +354,7 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
         raise InvalidInputError(
             f"the enhancer takes RGB uint8 frames of shape (H, W, 3); got {frame.dtype} {tuple(frame.shape)}"
         )
-    return frame
+    return np.ascontiguousarray(frame)  # OpenCV needs positive strides (flipped or sliced views)
 
 
 def time_enhancer(enhancer: FaceEnhancer, frame: np.ndarray, frames: int = 2, warmup: bool = True) -> EnhancerTiming:
@@ -326,7 +364,7 @@ def time_enhancer(enhancer: FaceEnhancer, frame: np.ndarray, frames: int = 2, wa
     """
     if warmup:
         enhancer.enhance([frame])
-    enhancer.timing = dict.fromkeys(enhancer.timing, 0.0)
+    enhancer.reset_timing()
     if enhancer.device.type == "cuda":
         torch.cuda.synchronize(enhancer.device)
     start = time.perf_counter()
