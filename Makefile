@@ -8,5 +8,5 @@ setup:
 run: setup
 	@bash scripts/run.sh
 
-test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+test:
+	@PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
