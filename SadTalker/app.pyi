@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gradio as gr  # noqa: E402
 
 from sadtalker.errors import TalkingHeadError  # noqa: E402
-from sadtalker.options import ENGINE_CHOICES, NUM_POSE_STYLES, PREPROCESS_MODES, GenerationOptions  # noqa: E402
+from sadtalker.options import (  # noqa: E402
+    ENGINE_CHOICES, NUM_POSE_STYLES, PREPROCESS_MODES, REF_INFO_CHOICES, GenerationOptions)
 from sadtalker.service import ModelService, ServiceConfig  # noqa: E402
 
 logger = logging.getLogger("sadtalker.app")
@@ -42,18 +43,23 @@ def make_predict(service: ModelService):
     def predict(source_image: str | None, driven_audio: str | None, preprocess: str = "crop",
                 still_mode: bool = False, enhancer: bool = False, batch_size: int = 2, size: int = 256,
                 pose_style: int = 0, engine: str = "auto", expression_scale: float = 1.0, seed: int = 0,
+                ref_video: str | None = None, ref_info: str = "pose", idle_mode: bool = False,
+                idle_seconds: float = 5.0, use_blink: bool = True,
                 progress: gr.Progress = gr.Progress()) -> str:
         if not source_image:
             raise gr.Error("source_image is required: upload a portrait")
-        if not driven_audio:
-            raise gr.Error("driven_audio is required: upload a voice clip")
         try:
             options = GenerationOptions.from_mapping(dict(
                 preprocess=preprocess, still_mode=still_mode, enhancer=enhancer, batch_size=batch_size,
                 size=size, pose_style=pose_style, engine=engine, expression_scale=expression_scale, seed=seed,
+                ref_video=ref_video or "", ref_info=ref_info, idle_mode=idle_mode, idle_seconds=idle_seconds,
+                use_blink=use_blink,
             ))
+            without_audio = options.idle_mode or (options.ref_video and options.ref_info == "all")
+            if not driven_audio and not without_audio:
+                raise gr.Error("driven_audio is required: upload a voice clip (or use idle mode)")
             progress(0.0, desc="starting")
-            result = service.generate(Path(source_image), Path(driven_audio), options,
+            result = service.generate(Path(source_image), Path(driven_audio) if driven_audio else None, options,
                                       progress=lambda fraction, stage: progress(fraction, desc=stage))
         except TalkingHeadError as exc:
             logger.info("request rejected: %s", exc)
@@ -84,13 +90,19 @@ def build_demo(service: ModelService) -> gr.Blocks:
                                       info="auto: SadTalker when its weights are installed; landmark: fast draft")
                     expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.1, label="expression scale")
                     seed = gr.Number(value=0, precision=0, label="seed (blinks and pose noise)")
+                    ref_video = gr.Video(label="reference video (optional)", sources=["upload"])
+                    ref_info = gr.Radio(list(REF_INFO_CHOICES), value="pose", label="reference video drives",
+                                        info="all: its motion and sound replace the audio's")
+                    idle_mode = gr.Checkbox(label="idle mode (no audio: the face breathes and blinks)")
+                    idle_seconds = gr.Slider(1, 60, value=5, step=1, label="idle length (seconds)")
+                    use_blink = gr.Checkbox(value=True, label="eye blinks")
                 generate = gr.Button("Generate", variant="primary")
             with gr.Column():
                 video = gr.Video(label="Generated video")
         generate.click(
             make_predict(service),
             inputs=[source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
-                    engine, expression_scale, seed],
+                    engine, expression_scale, seed, ref_video, ref_info, idle_mode, idle_seconds, use_blink],
             outputs=[video],
             api_name="predict",
             concurrency_limit=service.config.concurrency,

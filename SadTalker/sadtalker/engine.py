@@ -35,7 +35,7 @@ class Engine(Protocol):
     def generate(
         self,
         image_path: Path,
-        audio_path: Path,
+        audio_path: Path | None,  # None: idle mode or a reference video in 'all' mode (SadTalker engine only)
         options: GenerationOptions,
         output_path: Path,
         progress: ProgressFn | None = None,

@@ -25,7 +25,7 @@ import torch
 from .audio import SAMPLE_RATE, check_audio, load_audio
 from .checkpoints import CheckpointLocations
 from .engine import Device, GenerationResult, ProgressFn, no_progress
-from .errors import AudioError, InvalidInputError
+from .errors import FFmpegError, InvalidInputError
 from .facerender import FaceRenderer, HeadAngles, is_full_mode
 from .image import load_image
 from .options import GenerationOptions
@@ -164,10 +164,13 @@ class SadTalkerPipeline:
     # 1. inputs
     def driving_audio(self, audio_path: Path | None, options: GenerationOptions) -> DrivingAudio:
         """The speech (16 kHz mono), the reference video's own sound ('all'), or silence for idle mode."""
-        if options.ref_video and options.ref_info == "all":  # the reference video's own sound
-            samples = decode_audio(Path(options.ref_video), SAMPLE_RATE)
+        if options.ref_video and options.ref_info == "all":  # the reference video drives everything, sound too
+            try:
+                samples = decode_audio(Path(options.ref_video), SAMPLE_RATE)
+            except FFmpegError:  # no sound track (an unreadable video fails with its own message below)
+                samples = np.zeros(0, np.float32)
             if samples.size == 0:
-                raise AudioError("the reference video has no sound to use in 'all' mode")
+                logger.info("the reference video has no sound; the clip will be silent")
             return DrivingAudio(samples, idle=False)
         if options.idle_mode:
             return DrivingAudio(np.zeros(int(round(options.idle_seconds * SAMPLE_RATE)), np.float32), idle=True)
@@ -183,22 +186,22 @@ class SadTalkerPipeline:
         if not options.ref_video and not options.ref_eyeblink_video:
             return refs
         progress(0.04, "reading the reference video")
-        main = self._video_coefficients(Path(options.ref_video)) if options.ref_video else None
+        main = self._video_coefficients(Path(options.ref_video), options) if options.ref_video else None
         if options.ref_info in ("pose", "pose+blink", "all"):
             refs.pose = main
         if options.ref_info == "all":
             refs.everything = main
         if options.ref_eyeblink_video:
-            refs.blink = self._video_coefficients(Path(options.ref_eyeblink_video))
+            refs.blink = self._video_coefficients(Path(options.ref_eyeblink_video), options)
         elif options.ref_info in ("blink", "pose+blink"):
             refs.blink = main
         return refs
 
-    def _video_coefficients(self, path: Path) -> np.ndarray:
+    def _video_coefficients(self, path: Path, options: GenerationOptions) -> np.ndarray:
         if not path.is_file():
             raise InvalidInputError(f"reference video not found: {path.name}")
-        coeffs = np.asarray(self.face.extract_video(iter_video_frames(path, MAX_REFERENCE_FRAMES), "crop"),
-                            dtype=np.float32)
+        frames = iter_video_frames(path, MAX_REFERENCE_FRAMES)
+        coeffs = np.asarray(self.face.extract_video(frames, options.preprocess), dtype=np.float32)
         if coeffs.ndim != 2 or len(coeffs) == 0:
             raise InvalidInputError(f"no face was found in the reference video {path.name}")
         return coeffs
@@ -239,7 +242,7 @@ class SadTalkerPipeline:
 
     def render_video(self, picture: np.ndarray, face: SourceFaceLike, coeffs: np.ndarray, audio: DrivingAudio,
                      options: GenerationOptions, output_path: Path, progress: ProgressFn) -> tuple[int, int]:
-        """Render, compose and encode all frames as a stream. Returns the video's (width, height)."""
+        """Render, compose and encode all frames as one stream. Returns the video's (width, height)."""
         renderer = self.renderer(options.size)
         crop_info = face.crop_info if isinstance(face.crop_info, CropInfo) else CropInfo.from_tuple(face.crop_info)
         total = len(coeffs)
@@ -251,23 +254,22 @@ class SadTalkerPipeline:
         frames: Iterator[np.ndarray] = renderer.render(
             face.crop, coeffs, face.coeffs73, options.preprocess, options.batch_size, options.still_mode,
             float(options.expression_scale), angles, on_frames)
-        if is_full_mode(options.preprocess):
+        if is_full_mode(options.preprocess):  # the face back into the whole picture
             paste = PasteBack(picture, crop_info, extended=options.preprocess == "extfull")
             frames = (paste(f) for f in frames)
             width, height = paste.size
-        else:
+        else:  # the face video, at the crop's (or the picture's, for resize) aspect ratio
             width, height = rendered_frame_size(options.size, crop_info)
-            if (width, height) != (options.size, options.size):
-                frames = (cv2.resize(f, (width, height)) for f in frames)
-        if options.enhancer:
+            frames = (_resized(f, width, height) for f in frames)
+        if options.enhancer:  # after paste-back, as the original does
             frames = self.enhancer().enhance_iter(frames)
-        sound = _fit_audio(audio.samples, total)
-        first = next(frames)
-        height, width = first.shape[:2]
-        with VideoWriter(output_path, width, height, audio=sound, sample_rate=SAMPLE_RATE) as writer:
-            writer.write(first)
+        with VideoWriter(output_path, width, height, audio=_fit_audio(audio.samples, total),
+                         sample_rate=SAMPLE_RATE) as writer:
             for frame in frames:
                 writer.write(frame)
+            if writer.frames_written != total:
+                raise RuntimeError(f"the renderer produced {writer.frames_written} frames for {total} rows")
+            progress(0.99, "encoding")
         return width, height
 
     @staticmethod
@@ -283,3 +285,9 @@ def _fit_audio(samples: np.ndarray, num_frames: int) -> np.ndarray:
     if len(samples) >= wanted:
         return samples[:wanted]
     return np.concatenate([samples, np.zeros(wanted - len(samples), np.float32)])
+
+
+def _resized(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    if frame.shape[:2] == (height, width):
+        return frame
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)

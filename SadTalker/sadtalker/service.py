@@ -88,19 +88,26 @@ class ModelService:
     def warm_up(self) -> None:
         self.engine("auto")
 
-    def generate(self, image_path: Path, audio_path: Path, options: GenerationOptions,
+    def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions,
                  progress: ProgressFn | None = None) -> GenerationResult:
-        """Check the inputs, then run the chosen engine. Raises TalkingHeadError subclasses with user-facing text."""
-        samples = load_audio(Path(audio_path))
-        check_audio(samples, max_seconds=self.config.max_audio_seconds)
+        """Check the inputs, then run the chosen engine. Raises TalkingHeadError subclasses with user-facing text.
+
+        `audio_path` may be None in idle mode and when a reference video drives everything (ref_info 'all')."""
+        self.check_inputs(audio_path, options)
         engine = self.engine(options.engine)
+        if needs_sadtalker(options) and engine.name != "sadtalker":
+            raise InvalidInputError("idle mode and reference videos need the SadTalker engine (its checkpoints are "
+                                    f"missing; get them with {self.config.locations.download_hint})")
+        if audio_path is not None and (options.idle_mode or (options.ref_video and options.ref_info == "all")):
+            audio_path = None  # the pipeline ignores it in these modes
         self._sweep_results()
         output = self.config.results_dir / f"{uuid.uuid4().hex}.mp4"
         with self._busy_lock:
             self._busy += 1
         started = time.perf_counter()
         try:
-            result = engine.generate(Path(image_path), Path(audio_path), options, output, progress)
+            audio = Path(audio_path) if audio_path is not None else None
+            result = engine.generate(Path(image_path), audio, options, output, progress)
         except Exception:
             self.failed += 1
             raise
@@ -111,6 +118,23 @@ class ModelService:
         logger.info("generated %s with %s: %d frames, %.2f s audio, %.1f s", output.name, result.engine,
                     result.num_frames, result.audio_seconds, time.perf_counter() - started)
         return result
+
+    def check_inputs(self, audio_path: Path | None, options: GenerationOptions) -> None:
+        """The audio (or what replaces it) and the reference videos, before any engine is chosen."""
+        for what, value in (("reference video", options.ref_video), ("blink reference video",
+                                                                     options.ref_eyeblink_video)):
+            if value and not Path(value).is_file():
+                raise InvalidInputError(f"{what} not found: {Path(value).name}")
+        if options.ref_video and options.ref_info == "all":
+            return  # the reference video's own motion and sound
+        if options.idle_mode:
+            if options.idle_seconds > self.config.max_audio_seconds:
+                raise InvalidInputError(f"idle_seconds is too long ({options.idle_seconds:g} s; the limit is "
+                                        f"{self.config.max_audio_seconds:g} s)")
+            return
+        if audio_path is None:
+            raise InvalidInputError("driven_audio is required: upload a voice clip (or use idle mode)")
+        check_audio(load_audio(Path(audio_path)), max_seconds=self.config.max_audio_seconds)
 
     def health(self) -> dict[str, Any]:
         import torch
@@ -139,3 +163,8 @@ class ModelService:
                     path.unlink()
             except FileNotFoundError:
                 pass
+
+
+def needs_sadtalker(options: GenerationOptions) -> bool:
+    """Options only the SadTalker engine implements."""
+    return bool(options.idle_mode or options.ref_video or options.ref_eyeblink_video)

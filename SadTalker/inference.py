@@ -1,0 +1,188 @@
+"""Command line for the SadTalker engine: one portrait and one voice clip in, one talking-head mp4 out.
+
+    python SadTalker/inference.py --source_image face.png --driven_audio speech.wav [--preprocess full --still]
+
+The original's options (inference.py of SadTalker), plus --seed and --idle_seconds. Prints the video's path.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+logger = logging.getLogger("sadtalker.inference")
+
+PREPROCESS_CHOICES = ("crop", "extcrop", "resize", "full", "extfull")
+EXIT_USAGE = 2   # bad options or input files (argparse uses 2 as well)
+EXIT_FAILURE = 1  # missing checkpoints, no face, ffmpeg failure
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inference.py", description="Make a talking-head video from one portrait and a voice clip (SadTalker).")
+    p.add_argument("--source_image", required=True, help="portrait picture (png, jpg, ...)")
+    p.add_argument("--driven_audio", help="voice clip (wav, mp3, m4a, ...); not needed with --idle_seconds")
+    p.add_argument("--ref_eyeblink", help="reference video whose eye blinks are copied")
+    p.add_argument("--ref_pose", help="reference video whose head pose is copied")
+    p.add_argument("--checkpoint_dir", help="folder of the SadTalker weights (default: checkpoints/ of the repo, "
+                                            "or $SADTALKER_CHECKPOINTS)")
+    p.add_argument("--result_dir", default="./results", help="folder for the video (default ./results)")
+    p.add_argument("--pose_style", type=int, default=0, help="head motion style, 0..45")
+    p.add_argument("--batch_size", type=int, default=2, help="frames per renderer forward pass")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="face renderer resolution")
+    p.add_argument("--expression_scale", type=float, default=1.0, help="strength of the expressions, 0..3")
+    p.add_argument("--input_yaw", nargs="+", type=float, help="fixed head yaw in degrees; several are visited in turn")
+    p.add_argument("--input_pitch", nargs="+", type=float, help="fixed head pitch in degrees")
+    p.add_argument("--input_roll", nargs="+", type=float, help="fixed head roll in degrees")
+    p.add_argument("--enhancer", choices=("gfpgan",), help="face enhancer (gfpgan; RestoreFormer is not provided)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    p.add_argument("--still", action="store_true", help="keep the head still (less head motion; good with full)")
+    p.add_argument("--preprocess", default="crop", choices=PREPROCESS_CHOICES, help="how the picture is used")
+    p.add_argument("--seed", type=int, default=0, help="random seed (blinks, pose noise): same seed, same video")
+    p.add_argument("--idle_seconds", type=float, help="no audio: the face idles (breathes, blinks) this long")
+    p.add_argument("--verbose", action="store_true", help="log each stage")
+    return p
+
+
+def options_from_args(args: argparse.Namespace):
+    """The CLI's flags as GenerationOptions (the reference flags as the original maps them)."""
+    from sadtalker.options import GenerationOptions
+
+    ref_video, ref_info, blink_video = "", "pose", ""
+    if args.ref_pose:
+        ref_video = args.ref_pose
+        if args.ref_eyeblink == args.ref_pose:
+            ref_info = "pose+blink"
+        elif args.ref_eyeblink:
+            blink_video = args.ref_eyeblink
+    elif args.ref_eyeblink:
+        ref_video, ref_info = args.ref_eyeblink, "blink"
+    return GenerationOptions(
+        preprocess=args.preprocess, still_mode=args.still, enhancer=args.enhancer is not None,
+        batch_size=args.batch_size, size=args.size, pose_style=args.pose_style,
+        expression_scale=args.expression_scale, seed=args.seed, engine="sadtalker",
+        input_yaw=tuple(args.input_yaw or ()), input_pitch=tuple(args.input_pitch or ()),
+        input_roll=tuple(args.input_roll or ()), ref_video=ref_video, ref_info=ref_info,
+        ref_eyeblink_video=blink_video, idle_mode=args.idle_seconds is not None,
+        idle_seconds=args.idle_seconds if args.idle_seconds is not None else 5.0)
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Fail on unreadable inputs before any network is loaded."""
+    from sadtalker.audio import check_audio, load_audio
+    from sadtalker.errors import InvalidInputError
+    from sadtalker.image import load_image
+
+    load_image(Path(args.source_image))
+    if args.idle_seconds is None:
+        if not args.driven_audio:
+            raise InvalidInputError("--driven_audio is required (or --idle_seconds for a clip without speech)")
+        check_audio(load_audio(Path(args.driven_audio)))
+    for flag in ("ref_pose", "ref_eyeblink"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            raise InvalidInputError(f"--{flag}: video not found: {value}")
+
+
+def check_checkpoints(locations, size: int, enhancer: bool) -> None:
+    """One message naming every missing weight file and the download command."""
+    from sadtalker.checkpoints import GFPGAN_FILE
+    from sadtalker.errors import CheckpointError
+
+    missing = list(locations.missing_sadtalker_files())
+    if size == 512 and not locations.sadtalker_file(512).is_file():
+        missing.append(locations.sadtalker_file(512))
+    if enhancer and not locations.gfpgan_file(GFPGAN_FILE).is_file():
+        missing.append(locations.gfpgan_file(GFPGAN_FILE))
+    if missing:
+        raise CheckpointError("checkpoint file(s) not found: " + ", ".join(str(p) for p in missing)
+                              + f". Get the official weights with: {locations.download_hint}")
+
+
+def output_path(result_dir: Path) -> Path:
+    """results/YYYY_MM_DD_HH.MM.SS.mp4, as the original names it (a suffix if that name is taken)."""
+    stem = time.strftime("%Y_%m_%d_%H.%M.%S")
+    path, n = result_dir / f"{stem}.mp4", 1
+    while path.exists():
+        path, n = result_dir / f"{stem}_{n}.mp4", n + 1
+    return path
+
+
+def load_pipeline(locations, device: str, size: int, enhancer: bool):
+    """The pipeline with every network this run needs loaded now (so a bad file fails before rendering)."""
+    from sadtalker.errors import CheckpointError
+    from sadtalker.pipeline import SadTalkerPipeline
+
+    try:
+        pipeline = SadTalkerPipeline.from_checkpoint(locations, device=device)
+    except ImportError as exc:  # a stage module missing from this build
+        raise CheckpointError(f"the SadTalker engine cannot be loaded: {exc}") from exc
+    pipeline.renderer(size)
+    if enhancer:
+        pipeline.enhancer()
+    return pipeline
+
+
+class TqdmProgress:
+    """progress(fraction, stage) -> one tqdm bar in percent on stderr."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, unit="%", file=sys.stderr, mininterval=0.5,
+                        bar_format="{desc:<26}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        self.bar.set_description_str(stage[:25], refresh=False)
+        self.bar.update(max(0, round(fraction * 100) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from sadtalker.checkpoints import CheckpointLocations
+    from sadtalker.errors import InvalidInputError, TalkingHeadError
+
+    try:
+        options = options_from_args(args)
+        check_inputs(args)
+    except InvalidInputError as exc:
+        print(f"inference.py: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    locations = CheckpointLocations.from_env()
+    if args.checkpoint_dir:
+        locations = CheckpointLocations(checkpoint_dir=Path(args.checkpoint_dir), gfpgan_dir=locations.gfpgan_dir)
+    progress = None
+    try:
+        check_checkpoints(locations, options.size, options.enhancer)
+        pipeline = load_pipeline(locations, "cpu" if args.cpu else "auto", options.size, options.enhancer)
+        out = output_path(Path(args.result_dir))
+        progress = TqdmProgress()
+        audio = Path(args.driven_audio) if args.driven_audio and not options.idle_mode else None
+        result = pipeline.generate(Path(args.source_image), audio, options, out, progress=progress)
+    except TalkingHeadError as exc:
+        if progress is not None:
+            progress.close()
+        print(f"inference.py: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, InvalidInputError) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("inference.py: interrupted", file=sys.stderr)
+        return 130
+    progress.close()
+    logger.info("%d frames %dx%d in %.1f s", result.num_frames, result.width, result.height,
+                sum(result.timings.values()))
+    print(result.video_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
