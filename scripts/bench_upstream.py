@@ -6,7 +6,8 @@ way its inference.py does, once per request (the original rebuilds every network
 object of per-stage seconds on stdout.
 
 What is measured and what is substituted:
-- load: CropAndExtract + Audio2Coeff + AnimateFromCoeff constructors (the original's per-request model loading).
+- load_face / load_motion / load_render: the CropAndExtract, Audio2Coeff and AnimateFromCoeff constructors (the
+  original's per-request model loading).
 - face: CropAndExtract.generate. Its two landmark calls run the original detectors (RetinaFace + AWing, their cost
   counts) but their answers on random weights are useless, so the fixed 68-point mean face is returned instead
   (as the parity harness does).
@@ -148,9 +149,13 @@ def main() -> None:
         request_start = time.perf_counter()
         t = time.perf_counter()
         cae = CropAndExtract(paths, "cpu")
+        secs["load_face"] = time.perf_counter() - t
+        t = time.perf_counter()
         a2c = Audio2Coeff(paths, "cpu")
+        secs["load_motion"] = time.perf_counter() - t
+        t = time.perf_counter()
         afc = AnimateFromCoeff(paths, "cpu")
-        secs["load"] = time.perf_counter() - t
+        secs["load_render"] = time.perf_counter() - t
 
         # 2. face: crop + 3DMM coefficients
         image = Image.open(args.image).convert("RGB")
