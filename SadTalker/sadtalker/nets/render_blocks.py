@@ -5,6 +5,8 @@ plain BatchNorm in eval mode (running statistics), so plain BatchNorm is used.
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +20,56 @@ def coordinate_grid_3d(depth: int, height: int, width: int, dtype: torch.dtype =
 
     z, y, x = torch.meshgrid(axis(depth), axis(height), axis(width), indexing="ij")
     return torch.stack([x, y, z], dim=-1)
+
+
+def _phase_taps(scale: int, phase: int) -> tuple[int, torch.Tensor]:
+    """For output phase `phase` of a 3-tap kernel applied after nearest upsampling by `scale`: the first low-res
+    offset and a (n, 3) 0/1 matrix folding the 3 taps onto the n low-res neighbours they read."""
+    offsets = [(phase + d) // scale for d in (-1, 0, 1)]
+    first = min(offsets)
+    fold = torch.zeros(max(offsets) - first + 1, 3)
+    for tap, o in enumerate(offsets):
+        fold[o - first, tap] = 1.0
+    return first, fold
+
+
+def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   scale: tuple[int, ...]) -> torch.Tensor:
+    """conv(nearest_upsample(x, scale), weight, padding=1) for a 3-tap (3x3 or 3x3x3) kernel, computed at the low
+    resolution: each output phase reads only 1-2 low-res neighbours per axis, so the taps that land on the same
+    neighbour are summed into a smaller kernel (2.25x fewer multiply-adds for 2x, 4x for 4x). Exact up to float
+    summation order.
+
+    x (B, C, *S) -> (B, O, *(S * scale)); weight (O, C, 3, ...); one entry of `scale` per spatial axis.
+    """
+    dims = len(scale)
+    conv = F.conv2d if dims == 2 else F.conv3d
+    padded = F.pad(x, (1, 1) * dims)
+    low = x.shape[2:]
+    out = x.new_empty((x.shape[0], weight.shape[0], *(n * s for n, s in zip(low, scale))))
+    letters = "xyz"[:dims]
+    # Phases whose taps fold the same way on an axis read the same neighbours with the same kernel (the middle
+    # phases of a 4x upsampling): compute each distinct kernel once, write it to all its phases.
+    per_axis = []
+    for s in scale:
+        groups: dict[tuple, list[int]] = {}
+        for a in range(s):
+            first, fold = _phase_taps(s, a)
+            groups.setdefault((first, tuple(map(tuple, fold.tolist()))), []).append(a)
+        per_axis.append(list(groups.items()))
+    for combo in itertools.product(*per_axis):
+        w, index = weight, [slice(None), slice(None)]
+        for axis, ((first, fold_rows), _) in enumerate(combo):
+            fold = torch.tensor(fold_rows, dtype=w.dtype, device=w.device)
+            # fold this axis's 3 taps onto its n neighbours: (..., 3, ...) -> (..., n, ...)
+            spec = "oc" + letters[:axis] + "t" + letters[axis + 1:]
+            w = torch.einsum(f"{spec},nt->{spec.replace('t', 'n')}", w, fold)
+            start = first + 1  # +1: the zero padding
+            index.append(slice(start, start + low[axis] + fold.shape[0] - 1))
+        result = conv(padded[tuple(index)], w.contiguous(), bias)
+        for phase in itertools.product(*(phases for _, phases in combo)):
+            out[(slice(None), slice(None), *(slice(a, None, s) for a, s in zip(phase, scale)))] = result
+    return out
 
 
 class DownBlock2d(nn.Module):
@@ -55,8 +107,9 @@ class UpBlock3d(nn.Module):
         self.norm = nn.BatchNorm3d(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=(1, 2, 2))
-        return F.relu(self.norm(self.conv(x)))
+        # = conv(interpolate(x, scale_factor=(1, 2, 2))), without materializing the upsampled volume
+        x = upsampled_conv(x, self.conv.weight, self.conv.bias, (1, 2, 2))
+        return F.relu(self.norm(x))
 
 
 class SameBlock2d(nn.Module):
@@ -197,8 +250,13 @@ class SPADE(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         normalized = self.param_free_norm(x)
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
-        hidden = self.mlp_shared(segmap)
+        scale = x.shape[-1] // segmap.shape[-1]
+        if scale > 1 and tuple(x.shape[2:]) == (segmap.shape[-2] * scale, segmap.shape[-1] * scale):
+            # mlp_shared(nearest upsample(segmap)), computed at the segmap's resolution
+            conv = self.mlp_shared[0]
+            hidden = F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
+        else:
+            hidden = self.mlp_shared(F.interpolate(segmap, size=x.shape[2:], mode="nearest"))
         return normalized * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
 
 
