@@ -47,7 +47,6 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     padded = F.pad(x, (1, 1) * dims)
     low = x.shape[2:]
     out = x.new_empty((x.shape[0], weight.shape[0], *(n * s for n, s in zip(low, scale))))
-    letters = "xyz"[:dims]
     # Phases whose taps fold the same way on an axis read the same neighbours with the same kernel (the middle
     # phases of a 4x upsampling): compute each distinct kernel once, write it to all its phases.
     per_axis = []
@@ -60,12 +59,11 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     for combo in itertools.product(*per_axis):
         w, index = weight, [slice(None), slice(None)]
         for axis, ((first, fold_rows), _) in enumerate(combo):
-            fold = torch.tensor(fold_rows, dtype=w.dtype, device=w.device)
             # fold this axis's 3 taps onto its n neighbours: (..., 3, ...) -> (..., n, ...)
-            spec = "oc" + letters[:axis] + "t" + letters[axis + 1:]
-            w = torch.einsum(f"{spec},nt->{spec.replace('t', 'n')}", w, fold)
+            dim = 2 + axis
+            w = torch.cat([sum(w.narrow(dim, t, 1) for t, on in enumerate(row) if on) for row in fold_rows], dim)
             start = first + 1  # +1: the zero padding
-            index.append(slice(start, start + low[axis] + fold.shape[0] - 1))
+            index.append(slice(start, start + low[axis] + len(fold_rows) - 1))
         result = conv(padded[tuple(index)], w.contiguous(), bias)
         for phase in itertools.product(*(phases for _, phases in combo)):
             out[(slice(None), slice(None), *(slice(a, None, s) for a, s in zip(phase, scale)))] = result
