@@ -46,7 +46,7 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     conv = F.conv2d if dims == 2 else F.conv3d
     padded = F.pad(x, (1, 1) * dims)
     low = x.shape[2:]
-    out = x.new_empty((x.shape[0], weight.shape[0], *(n * s for n, s in zip(low, scale))))
+    out: torch.Tensor | None = None
     # Phases whose taps fold the same way on an axis read the same neighbours with the same kernel (the middle
     # phases of a 4x upsampling): compute each distinct kernel once, write it to all its phases.
     per_axis = []
@@ -65,8 +65,11 @@ def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
             start = first + 1  # +1: the zero padding
             index.append(slice(start, start + low[axis] + len(fold_rows) - 1))
         result = conv(padded[tuple(index)], w.contiguous(), bias)
+        if out is None:  # the result's dtype (autocast may make it half precision)
+            out = result.new_empty((x.shape[0], weight.shape[0], *(n * s for n, s in zip(low, scale))))
         for phase in itertools.product(*(phases for _, phases in combo)):
             out[(slice(None), slice(None), *(slice(a, None, s) for a, s in zip(phase, scale)))] = result
+    assert out is not None
     return out
 
 
