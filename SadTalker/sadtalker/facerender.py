@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ FULL_MODES = ("full", "extfull")
 
 FrameProgress = Callable[[int, int], None]
 """progress(frames done, total frames)."""
+
+Precision = Literal["fp32", "fp16", "bf16"]
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def is_full_mode(preprocess: str) -> bool:
@@ -144,19 +148,36 @@ class FaceRenderer:
 
     def __init__(self, kp_detector: KPDetector, generator: OcclusionAwareSPADEGenerator, size: int,
                  device: torch.device, locations: CheckpointLocations | None = None,
-                 mappings: dict[str, MappingNet] | None = None) -> None:
+                 mappings: dict[str, MappingNet] | None = None, precision: Precision = "fp32",
+                 compile: bool = False) -> None:
+        if precision not in ("fp32", *AUTOCAST_DTYPES):
+            raise InvalidInputError(f"precision must be fp32, fp16 or bf16; got {precision!r}")
         self.kp_detector = kp_detector.to(device).eval()
         self.generator = generator.to(device).eval()
         self.size = size
         self.device = device
         self.locations = locations
+        self.precision = precision
         self._mappings: dict[str, MappingNet] = {k: v.to(device).eval() for k, v in (mappings or {}).items()}
         self._lock = threading.Lock()
+        # The per-frame network call; optionally compiled (pays off on CUDA for long clips, minutes to build on CPU).
+        self._render = torch.compile(self.generator.render, dynamic=False) if compile else self.generator.render
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the generator's per-frame pass (fp16/bf16 where asked; a no-op for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
 
     @classmethod
     def from_checkpoint(cls, locations: CheckpointLocations, size: int = 256,
-                        device: torch.device | str = "cpu") -> "FaceRenderer":
-        """Load the keypoint detector and generator from SadTalker_V0.0.2_{size}.safetensors."""
+                        device: torch.device | str = "cpu", precision: Precision = "fp32",
+                        compile: bool = False) -> "FaceRenderer":
+        """Load the keypoint detector and generator from SadTalker_V0.0.2_{size}.safetensors.
+
+        `precision` fp16/bf16 runs the generator's per-frame pass under autocast (meant for CUDA; keypoints stay
+        fp32); `compile` wraps it in torch.compile.
+        """
         if size not in (256, 512):
             raise InvalidInputError(f"size must be 256 or 512; got {size!r}")
         path = locations.require(locations.sadtalker_file(size))
@@ -165,7 +186,7 @@ class FaceRenderer:
         gen = load_network(OcclusionAwareSPADEGenerator(), path, "face generator", prefix="generator.",
                            hint=locations.download_hint)
         logger.info("face renderer %d loaded from %s", size, path.name)
-        return cls(kp, gen, size, torch.device(device), locations)
+        return cls(kp, gen, size, torch.device(device), locations, precision=precision, compile=compile)
 
     def mapping(self, preprocess: str) -> MappingNet:
         """The mapping network for this preprocess mode (mapping_00109 for full/extfull, else mapping_00229)."""
@@ -210,10 +231,11 @@ class FaceRenderer:
                 state.kp_canonical.expand(n, -1, -1), head,
                 *(None if a is None else torch.from_numpy(np.asarray(a[start:stop], dtype=np.float32)).to(self.device)
                   for a in (angles.yaw, angles.pitch, angles.roll)))
-            out = self.generator.render(state.appearance, state.kp_source.expand(n, -1, -1), kp_driving)
+            with self.autocast():
+                out = self._render(state.appearance, state.kp_source.expand(n, -1, -1), kp_driving)
             if progress is not None:
                 progress(stop, total)
-            yield RenderedBatch(start, out.image, kp_driving, head, out.motion)
+            yield RenderedBatch(start, out.image.float(), kp_driving, head, out.motion)
 
     def render(self, crop: np.ndarray, coeffs: np.ndarray, source_coeffs: np.ndarray, preprocess: str = "crop",
                batch_size: int = 2, still_mode: bool = False, expression_scale: float = 1.0,

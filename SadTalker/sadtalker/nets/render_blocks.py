@@ -5,6 +5,9 @@ plain BatchNorm in eval mode (running statistics), so plain BatchNorm is used.
 """
 from __future__ import annotations
 
+import functools
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +21,65 @@ def coordinate_grid_3d(depth: int, height: int, width: int, dtype: torch.dtype =
 
     z, y, x = torch.meshgrid(axis(depth), axis(height), axis(width), indexing="ij")
     return torch.stack([x, y, z], dim=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _phase_plan(scale: int) -> tuple[tuple[int, tuple[tuple[int, ...], ...], tuple[int, ...]], ...]:
+    """How a 3-tap kernel after nearest upsampling by `scale` reads the low-res input, per output phase p:
+    output index s*i + p with tap d (offset -1, 0, 1) reads input i + (p + d) // s. Phases that read the same
+    neighbours with the same taps are grouped (the middle phases of a 4x upsampling).
+
+    Returns (first neighbour offset, per neighbour the taps summed into it, the phases sharing this) groups.
+    """
+    groups: dict[tuple[int, tuple[tuple[int, ...], ...]], list[int]] = {}
+    for phase in range(scale):
+        offsets = [(phase + d) // scale for d in (-1, 0, 1)]
+        first = min(offsets)
+        taps = tuple(tuple(t for t in range(3) if offsets[t] == o) for o in range(first, max(offsets) + 1))
+        groups.setdefault((first, taps), []).append(phase)
+    return tuple((first, taps, tuple(phases)) for (first, taps), phases in groups.items())
+
+
+def _fold(weight: torch.Tensor, dim: int, taps: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """Sum the kernel's taps along `dim` into len(taps) neighbours: (..., 3, ...) -> (..., n, ...)."""
+    parts = []
+    for group in taps:
+        part = weight.narrow(dim, group[0], 1)
+        for t in group[1:]:
+            part = part + weight.narrow(dim, t, 1)
+        parts.append(part)
+    return torch.cat(parts, dim)
+
+
+def upsampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   scale: tuple[int, ...]) -> torch.Tensor:
+    """conv(nearest_upsample(x, scale), weight, padding=1) for a 3-tap (3x3 or 3x3x3) kernel, computed at the low
+    resolution: each output phase reads only 1-2 low-res neighbours per axis, so the taps that land on the same
+    neighbour are summed into a smaller kernel (2.25x fewer multiply-adds for 2x, ~5.8x for 4x). Exact up to float
+    summation order.
+
+    x (B, C, *S) -> (B, O, *(S * scale)); weight (O, C, 3, ...); one entry of `scale` per spatial axis.
+    """
+    dims = len(scale)
+    conv = F.conv2d if dims == 2 else F.conv3d
+    padded = F.pad(x, (1, 1) * dims)
+    low = x.shape[2:]
+    out: torch.Tensor | None = None
+    for combo in itertools.product(*(_phase_plan(s) for s in scale)):
+        w = weight
+        index = [slice(None), slice(None)]
+        for axis, (first, taps, _) in enumerate(combo):
+            w = _fold(w, 2 + axis, taps)
+            start = first + 1  # +1: the zero padding
+            index.append(slice(start, start + low[axis] + len(taps) - 1))
+        result = conv(padded[tuple(index)], w.contiguous(), bias)
+        if out is None:  # the result's dtype (autocast may make it half precision)
+            out = result.new_empty((x.shape[0], weight.shape[0], *(n * s for n, s in zip(low, scale))))
+        for phase in itertools.product(*(phases for _, _, phases in combo)):
+            out[(slice(None), slice(None), *(slice(a, None, s) for a, s in zip(phase, scale)))] = result
+    if out is None:
+        raise ValueError(f"upsampled_conv needs a positive scale per axis; got {scale}")
+    return out
 
 
 class DownBlock2d(nn.Module):
@@ -55,8 +117,9 @@ class UpBlock3d(nn.Module):
         self.norm = nn.BatchNorm3d(out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=(1, 2, 2))
-        return F.relu(self.norm(self.conv(x)))
+        # = conv(interpolate(x, scale_factor=(1, 2, 2))), without materializing the upsampled volume
+        x = upsampled_conv(x, self.conv.weight, self.conv.bias, (1, 2, 2))
+        return F.relu(self.norm(x))
 
 
 class SameBlock2d(nn.Module):
@@ -197,8 +260,13 @@ class SPADE(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         normalized = self.param_free_norm(x)
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
-        hidden = self.mlp_shared(segmap)
+        scale = x.shape[-1] // segmap.shape[-1]
+        if scale > 1 and tuple(x.shape[2:]) == (segmap.shape[-2] * scale, segmap.shape[-1] * scale):
+            # mlp_shared(nearest upsample(segmap)), computed at the segmap's resolution
+            conv = self.mlp_shared[0]
+            hidden = F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
+        else:
+            hidden = self.mlp_shared(F.interpolate(segmap, size=x.shape[2:], mode="nearest"))
         return normalized * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
 
 

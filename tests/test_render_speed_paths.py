@@ -1,0 +1,81 @@
+"""The renderer's speed paths compute what the plain formulation computes: low-resolution phase convolutions
+instead of upsample-then-convolve, and the mixed-precision switch (exercised on CPU; meant for CUDA)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from renderer_factory import tiny_renderer
+
+
+@pytest.mark.parametrize("scale,shape", [((2, 2), (2, 6, 5, 7)), ((4, 4), (1, 3, 4, 3)), ((1, 2, 2), (2, 4, 3, 5, 4)),
+                                         ((3, 1), (1, 2, 4, 5))])
+def test_upsampled_conv_equals_conv_of_nearest_upsampling(scale, shape) -> None:
+    from sadtalker.nets.render_blocks import upsampled_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)
+    weight = torch.randn(5, shape[1], *([3] * len(scale)), generator=g, dtype=torch.float64)
+    bias = torch.randn(5, generator=g, dtype=torch.float64)
+    conv = F.conv2d if len(scale) == 2 else F.conv3d
+    size = tuple(n * s for n, s in zip(shape[2:], scale))
+    expected = conv(F.interpolate(x, size=size, mode="nearest"), weight, bias, padding=1)
+    got = upsampled_conv(x, weight, bias, scale)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+
+
+def test_spade_and_up_block_match_the_plain_formulation() -> None:
+    from sadtalker.nets.render_blocks import SPADE, UpBlock3d
+
+    torch.manual_seed(0)
+    spade = SPADE(6, 4, hidden=5).eval()
+    x, seg = torch.randn(2, 6, 16, 16), torch.randn(2, 4, 4, 4)
+    with torch.no_grad():
+        hidden = spade.mlp_shared(F.interpolate(seg, size=(16, 16), mode="nearest"))
+        plain = spade.param_free_norm(x) * (1 + spade.mlp_gamma(hidden)) + spade.mlp_beta(hidden)
+        assert torch.allclose(spade(x, seg), plain, atol=1e-5)
+        same_size = torch.randn(2, 4, 16, 16)
+        hidden = spade.mlp_shared(same_size)
+        plain = spade.param_free_norm(x) * (1 + spade.mlp_gamma(hidden)) + spade.mlp_beta(hidden)
+        assert torch.allclose(spade(x, same_size), plain, atol=1e-6)
+
+        up = UpBlock3d(3, 4).eval()
+        up.norm.running_mean.normal_(0, 0.1)
+        v = torch.randn(1, 3, 2, 3, 4)
+        plain = F.relu(up.norm(up.conv(F.interpolate(v, scale_factor=(1, 2, 2)))))
+        assert torch.allclose(up(v), plain, atol=1e-5)
+
+
+def _inputs():
+    rng = np.random.default_rng(1)
+    crop = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    return crop, rng.normal(0, 0.1, (3, 70)).astype(np.float32), np.zeros(73, np.float32)
+
+
+def test_bf16_autocast_keeps_keypoints_fp32_and_frames_close() -> None:
+    from sadtalker.facerender import FaceRenderer, renderer_coefficients, source_tensor
+
+    ref = tiny_renderer()
+    half = FaceRenderer(ref.kp_detector, ref.generator, ref.size, ref.device, mappings=ref._mappings,
+                        precision="bf16")
+    crop, coeffs, src = _inputs()
+    target, source = renderer_coefficients(coeffs, src, "crop")
+    state = ref.prepare_source(source_tensor(crop, 64), source, "crop")
+    a = next(ref.render_batches(state, target, "crop", batch_size=3))
+    b = next(half.render_batches(state, target, "crop", batch_size=3))
+    assert b.frames.dtype == torch.float32 and b.kp_driving.dtype == torch.float32
+    assert torch.equal(a.kp_driving, b.kp_driving)  # keypoints are not computed under autocast
+    diff = (a.frames - b.frames).abs().max().item()
+    assert 0 < diff < 0.05  # bf16 really ran, and stayed near fp32
+
+
+def test_unknown_precision_is_refused() -> None:
+    from sadtalker.errors import InvalidInputError
+    from sadtalker.facerender import FaceRenderer
+
+    ref = tiny_renderer()
+    with pytest.raises(InvalidInputError, match="precision"):
+        FaceRenderer(ref.kp_detector, ref.generator, ref.size, ref.device, precision="int8")  # type: ignore[arg-type]
