@@ -107,8 +107,9 @@ class JobRunner:
                     row.stage = stage[:200]
 
         started = time.perf_counter()
+        extra = {"on_attempt": self._attempt_recorder(job_id)} if getattr(self.client, "records_attempts", False) else {}
         try:
-            outcome = self.client.generate(image, audio, options, output, progress)
+            outcome = self.client.generate(image, audio, options, output, progress, **extra)
         except ModelError as exc:
             logger.info("job %s failed: %s", job_id, exc)
             self._finish(job_id, status="failed", error=str(exc), error_kind=exc.kind)
@@ -119,6 +120,35 @@ class JobRunner:
                             output_path=self.storage.relative(output), output_size=output.stat().st_size,
                             thumb_path=self.storage.relative(thumb) if thumb else None, progress=1.0):
             self.storage.delete_job(job_id)  # deleted while it ran: drop what it made
+
+    def _attempt_recorder(self, job_id: str):  # -> Callable[[replicas.Attempt], None]
+        """Writes each try on a model replica (start, then outcome) to the job's attempts."""
+        from datetime import datetime, timezone
+
+        from sqlalchemy import select
+
+        from .models import JobAttempt
+
+        def stamp(seconds: float | None):
+            return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+        def record(attempt) -> None:
+            with self.db.session() as s:
+                row = s.scalar(select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                                        JobAttempt.number == attempt.number))
+                if row is None:
+                    if s.get(Job, job_id) is None:  # deleted while it ran
+                        return
+                    row = JobAttempt(job_id=job_id, number=attempt.number)
+                    s.add(row)
+                row.replica, row.outcome, row.error = attempt.replica[:255], attempt.outcome, attempt.error
+                row.started_at, row.finished_at = stamp(attempt.started_at), stamp(attempt.finished_at)
+                if attempt.outcome == "running":
+                    job = s.get(Job, job_id)
+                    job.stage = (f"sent to model replica {attempt.replica}" if attempt.number == 1 else
+                                 f"retry {attempt.number - 1} on model replica {attempt.replica}")[:200]
+
+        return record
 
     def _finish(self, job_id: str, **values: object) -> bool:
         with self.db.session() as s:
