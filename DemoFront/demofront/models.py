@@ -99,6 +99,7 @@ class Job(Base):
     output_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     thumb_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
     generation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the front instance that ran it
 
     OPTION_FIELDS = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style",
                      "expression_scale", "seed")

@@ -3,6 +3,8 @@ outcome to the job row, so no web request ever waits on a generation (except `?w
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +23,15 @@ PROGRESS_WRITE_SECONDS = 0.5
 RESTART_REASON = "the front restarted while the job was running; generate again"
 
 
+def instance_name() -> str:
+    """This front process's name on job rows (FRONT_INSTANCE, else the host name: a Kubernetes pod's name)."""
+    return (os.environ.get("FRONT_INSTANCE") or socket.gethostname() or "front")[:64]
+
+
 class JobRunner:
     def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int) -> None:
         self.db, self.storage, self.client = db, storage, client
+        self.instance = instance_name()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self._finished: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -52,12 +60,15 @@ class JobRunner:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def recover(self) -> tuple[int, int]:
-        """At start-up: jobs that were running are failed with a reason; queued ones (inputs stored) run again."""
-        from sqlalchemy import select, update
+        """At start-up: jobs this instance was running are failed with a reason; queued ones (inputs stored) run
+        again. Several fronts may share the database: each job is claimed atomically (see `_run`), and only
+        this instance's (or unowned) running jobs are failed, never another front's."""
+        from sqlalchemy import or_, select, update
 
         with self.db.session() as s:
             failed = s.execute(
-                update(Job).where(Job.status == "running").values(
+                update(Job).where(Job.status == "running",
+                                  or_(Job.runner == self.instance, Job.runner.is_(None))).values(
                     status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
             ).rowcount
             queued = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
@@ -84,11 +95,15 @@ class JobRunner:
                 event.set()
 
     def _run(self, job_id: str) -> None:
+        from sqlalchemy import update
+
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != "queued":
+            claimed = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                status="running", started_at=utcnow(), stage="starting", progress=0.0, runner=self.instance)
+            ).rowcount
+            if claimed != 1:  # gone, or another front (or thread) took it first
                 return
-            job.status, job.started_at, job.stage, job.progress = "running", utcnow(), "starting", 0.0
+            job = s.get(Job, job_id)
             options = GenerationOptions.from_mapping(job.options())
             image = self.storage.absolute(job.image_path)
             audio = self.storage.absolute(job.audio_path)

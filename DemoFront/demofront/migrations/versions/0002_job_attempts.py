@@ -1,4 +1,4 @@
-"""job attempts: one row per try of a job on a model replica
+"""job attempts: one row per try of a job on a model replica; jobs.runner: the front instance running a job
 
 Revision ID: 0002_job_attempts
 Revises: 0001
@@ -28,8 +28,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_job_attempts_job_id', 'job_attempts', ['job_id'], unique=False)
+    with op.batch_alter_table('jobs') as batch:
+        batch.add_column(sa.Column('runner', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('jobs') as batch:
+        batch.drop_column('runner')
     op.drop_index('ix_job_attempts_job_id', table_name='job_attempts')
     op.drop_table('job_attempts')
