@@ -137,9 +137,9 @@ class ReplicaPool:
         if not live:
             return None
         with self._lock:
-            self._turn += 1
             n = len(self.replicas)
             order = {r.url: (i - self._turn) % n for i, r in enumerate(self.replicas)}
+            self._turn += 1
             best = min(live, key=lambda r: (r.in_flight, int(r.health.get("running") or 0), order[r.url]))
             best.in_flight += 1
             best.dispatched += 1
