@@ -300,3 +300,25 @@ def test_front_image_requirements_are_the_project_pins_and_cover_the_fronts_impo
             if "extra ==" not in requirement:
                 installed.add(re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[(]", requirement)[0]).lower())
     assert needed <= installed, f"the front imports packages its image lacks: {needed - installed}"
+
+
+# -- the architecture diagram ---------------------------------------------------------------------------------------
+
+def test_architecture_diagram_is_generated_from_its_source(tmp_path):
+    from PIL import Image
+
+    source = (ROOT / "img" / "architecture.dot").read_text()
+    for part in ("browser / curl", "Ingress", "DemoFront", "PostgreSQL", "videos volume", "model replica",
+                 "nvidia.com/gpu", "checkpoints volume", "download_models.sh"):
+        assert part in source, part
+    with Image.open(ROOT / "img" / "architecture.png") as image:
+        assert image.format == "PNG" and image.width > 1000
+    assert "img/architecture.dot" in (ROOT / "Makefile").read_text()
+    dot = shutil.which("dot")
+    if dot is None:
+        pytest.skip("Graphviz 'dot' is not installed; the committed PNG was checked, not re-rendered")
+    out = tmp_path / "a.png"
+    subprocess.run([dot, "-Tpng", "-Gdpi=110", str(ROOT / "img" / "architecture.dot"), "-o", str(out)], check=True,
+                   timeout=60)
+    with Image.open(out) as fresh, Image.open(ROOT / "img" / "architecture.png") as committed:
+        assert fresh.size == committed.size  # the committed picture is the current source's
