@@ -221,3 +221,26 @@ def test_two_fronts_run_a_queued_job_once_and_a_restart_spares_the_other_fronts_
         a.shutdown()
         b.shutdown()
         db.dispose()
+
+
+def test_recover_fails_another_fronts_job_only_once_it_is_stale(tmp_path, monkeypatch):
+    """A replaced pod never comes back for its running jobs: past the longest possible run they are failed."""
+    from datetime import timedelta
+
+    from demofront.models import Job, utcnow
+
+    db, storage, a, b = _two_runners(tmp_path, monkeypatch, CountingClient(), CountingClient())
+    try:
+        for job_id, age in (("1" * 32, 10), ("2" * 32, 7200)):
+            _queued_job(db, storage, job_id)
+            with db.session() as s:
+                row = s.get(Job, job_id)
+                row.status, row.runner, row.started_at = "running", "front-gone", utcnow() - timedelta(seconds=age)
+        b.stale_seconds = 3600
+        assert b.recover() == (1, 0)
+        with db.session() as s:
+            assert (s.get(Job, "1" * 32).status, s.get(Job, "2" * 32).status) == ("running", "failed")
+    finally:
+        a.shutdown()
+        b.shutdown()
+        db.dispose()

@@ -83,7 +83,8 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     storage = Storage(config.data_dir)
     client = model_client or ReplicaPool(config.model_urls, timeout=config.model_timeout_seconds,
                                          retries=config.model_retries)
-    runner = JobRunner(db, storage, client, config.workers)
+    runner = JobRunner(db, storage, client, config.workers,
+                       stale_seconds=(config.model_retries + 1) * config.model_timeout_seconds + 60)
     front = Front(config=config, db=db, storage=storage, client=client, runner=runner)
     front.jobs = JobFactory(front)
     app.extensions["demofront"] = front

@@ -29,9 +29,11 @@ def instance_name() -> str:
 
 
 class JobRunner:
-    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int) -> None:
+    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int,
+                 stale_seconds: float | None = None) -> None:
         self.db, self.storage, self.client = db, storage, client
         self.instance = instance_name()
+        self.stale_seconds = stale_seconds  # a job running longer than this has lost its front (any instance)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self._finished: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -63,12 +65,16 @@ class JobRunner:
         """At start-up: jobs this instance was running are failed with a reason; queued ones (inputs stored) run
         again. Several fronts may share the database: each job is claimed atomically (see `_run`), and only
         this instance's (or unowned) running jobs are failed, never another front's."""
+        from datetime import timedelta
+
         from sqlalchemy import or_, select, update
 
+        mine = or_(Job.runner == self.instance, Job.runner.is_(None))
+        if self.stale_seconds is not None:  # e.g. a replaced Kubernetes pod's jobs, which no front will finish
+            mine = or_(mine, Job.started_at < utcnow() - timedelta(seconds=self.stale_seconds))
         with self.db.session() as s:
             failed = s.execute(
-                update(Job).where(Job.status == "running",
-                                  or_(Job.runner == self.instance, Job.runner.is_(None))).values(
+                update(Job).where(Job.status == "running", mine).values(
                     status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
             ).rowcount
             queued = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
