@@ -147,12 +147,19 @@ def test_busy_replica_is_avoided():
 
 # -- two fronts on one database -----------------------------------------------------------------------------------
 
-def _two_runners(tmp_path, monkeypatch, client_a, client_b):
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_db_url(request, tmp_path) -> str:
+    from front_support import database_url
+
+    return database_url(request.param, tmp_path)  # skips PostgreSQL unless TEST_POSTGRES_URL is set
+
+
+def _two_runners(url, tmp_path, monkeypatch, client_a, client_b):
     from demofront.db import Database
     from demofront.storage import Storage
     from demofront.worker import JobRunner
 
-    db = Database(f"sqlite:///{tmp_path / 'shared.db'}")
+    db = Database(url)
     db.upgrade()
     storage = Storage(tmp_path / "data")
     monkeypatch.setenv("FRONT_INSTANCE", "front-a")
@@ -190,12 +197,13 @@ class CountingClient:
         raise ModelRejectedError("no face found in the image")  # ends the job without writing a video
 
 
-def test_two_fronts_run_a_queued_job_once_and_a_restart_spares_the_other_fronts_job(tmp_path, monkeypatch):
+def test_two_fronts_run_a_queued_job_once_and_a_restart_spares_the_other_fronts_job(shared_db_url, tmp_path,
+                                                                                    monkeypatch):
     from demofront.models import Job
 
     gate = threading.Event()
     client_a, client_b = CountingClient(gate), CountingClient(gate)
-    db, storage, a, b = _two_runners(tmp_path, monkeypatch, client_a, client_b)
+    db, storage, a, b = _two_runners(shared_db_url, tmp_path, monkeypatch, client_a, client_b)
     try:
         job_id = "a" * 32
         _queued_job(db, storage, job_id)
@@ -223,13 +231,13 @@ def test_two_fronts_run_a_queued_job_once_and_a_restart_spares_the_other_fronts_
         db.dispose()
 
 
-def test_recover_fails_another_fronts_job_only_once_it_is_stale(tmp_path, monkeypatch):
+def test_recover_fails_another_fronts_job_only_once_it_is_stale(shared_db_url, tmp_path, monkeypatch):
     """A replaced pod never comes back for its running jobs: past the longest possible run they are failed."""
     from datetime import timedelta
 
     from demofront.models import Job, utcnow
 
-    db, storage, a, b = _two_runners(tmp_path, monkeypatch, CountingClient(), CountingClient())
+    db, storage, a, b = _two_runners(shared_db_url, tmp_path, monkeypatch, CountingClient(), CountingClient())
     try:
         for job_id, age in (("1" * 32, 10), ("2" * 32, 7200)):
             _queued_job(db, storage, job_id)
