@@ -114,9 +114,15 @@ class ReplicaPool:
 
     def health(self, force: bool = True) -> list[dict[str, Any]]:
         """Every replica as the front sees it (for /healthz)."""
+        if len(self.replicas) > 1:  # in parallel: a probe must answer within its timeout however many are down
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(self.replicas))) as pool:
+                list(pool.map(lambda r: self.check(r, force=force), self.replicas))
+        else:
+            self.check(self.replicas[0], force=force)
         out = []
         for replica in self.replicas:
-            self.check(replica, force=force)
             out.append({"url": replica.url, "up": bool(replica.up), "error": replica.error,
                         "in_flight": replica.in_flight, "dispatched": replica.dispatched,
                         "busy": replica.health.get("busy"), "engine": replica.health.get("engine"),
