@@ -252,3 +252,28 @@ def test_recover_fails_another_fronts_job_only_once_it_is_stale(shared_db_url, t
         a.shutdown()
         b.shutdown()
         db.dispose()
+
+
+def test_fronts_starting_together_migrate_one_at_a_time(shared_db_url):
+    """Two replicas of the front start at once on an empty database: both come up (PostgreSQL: advisory lock)."""
+    if shared_db_url.startswith("sqlite"):
+        pytest.skip("one SQLite file is not shared between fronts on different machines")
+    from demofront.db import Database
+
+    databases = [Database(shared_db_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def upgrade(db):
+        try:
+            db.upgrade()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade, args=(db,)) for db in databases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for db in databases:
+        db.dispose()
+    assert errors == []
