@@ -277,3 +277,24 @@ def test_fronts_starting_together_migrate_one_at_a_time(shared_db_url):
     for db in databases:
         db.dispose()
     assert errors == []
+
+
+def test_a_stopping_front_fails_only_its_own_running_jobs(shared_db_url, tmp_path, monkeypatch):
+    from demofront.models import Job, utcnow
+    from demofront.worker import RESTART_REASON
+
+    db, storage, a, b = _two_runners(shared_db_url, tmp_path, monkeypatch, CountingClient(), CountingClient())
+    try:
+        for job_id, runner in (("1" * 32, "front-a"), ("2" * 32, "front-b")):
+            _queued_job(db, storage, job_id)
+            with db.session() as s:
+                row = s.get(Job, job_id)
+                row.status, row.runner, row.started_at = "running", runner, utcnow()
+        assert a.abandon() == 1
+        with db.session() as s:
+            mine, other = s.get(Job, "1" * 32), s.get(Job, "2" * 32)
+            assert (mine.status, mine.error, other.status) == ("failed", RESTART_REASON, "running")
+    finally:
+        a.shutdown()
+        b.shutdown()
+        db.dispose()

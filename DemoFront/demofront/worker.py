@@ -61,6 +61,19 @@ class JobRunner:
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
+    def abandon(self) -> int:
+        """On stop (SIGTERM, e.g. a rolling update): fail the jobs this instance is running, with the restart
+        reason, instead of leaving them 'running' for a front that may never come back under this name."""
+        from sqlalchemy import update
+
+        with self.db.session() as s:
+            count = s.execute(update(Job).where(Job.status == "running", Job.runner == self.instance).values(
+                status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
+            ).rowcount
+        if count:
+            logger.info("stopping: %d running job(s) marked failed", count)
+        return count
+
     def recover(self) -> tuple[int, int]:
         """At start-up: jobs this instance was running are failed with a reason; queued ones (inputs stored) run
         again. Several fronts may share the database: each job is claimed atomically (see `_run`), and only
