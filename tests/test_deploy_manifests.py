@@ -322,3 +322,26 @@ def test_architecture_diagram_is_generated_from_its_source(tmp_path):
                    timeout=60)
     with Image.open(out) as fresh, Image.open(ROOT / "img" / "architecture.png") as committed:
         assert fresh.size == committed.size  # the committed picture is the current source's
+
+
+def test_download_models_script_fetches_every_file_once(tmp_path):
+    """The download Job's script, against a local mirror: all eight official files land, a rerun keeps them."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    names = ["SadTalker_V0.0.2_256.safetensors", "SadTalker_V0.0.2_512.safetensors", "mapping_00229-model.pth.tar",
+             "mapping_00109-model.pth.tar", "alignment_WFLW_4HG.pth", "detection_Resnet50_Final.pth",
+             "GFPGANv1.4.pth", "parsing_parsenet.pth"]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in names:
+        (mirror / name).write_bytes(name.encode())
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "SADTALKER_WEIGHTS_MIRROR": mirror.as_uri(),
+           "SADTALKER_CHECKPOINTS": str(tmp_path / "ckpt"), "SADTALKER_GFPGAN_WEIGHTS": str(tmp_path / "gfpgan")}
+    for _ in range(2):
+        result = subprocess.run(["bash", str(ROOT / "scripts" / "download_models.sh")], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    got = {p.name: p.read_bytes() for p in tmp_path.glob("*/*") if p.parent.name in ("ckpt", "gfpgan")}
+    assert got == {name: name.encode() for name in names}
+    assert result.stdout.count("have ") == 8  # the second run downloaded nothing
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == set(names[:4])
