@@ -38,7 +38,9 @@ def main() -> None:
         pass
     finally:
         server.server_close()
-        app.extensions["demofront"].runner.shutdown(wait=False)  # running jobs are failed or re-queued at next start
+        runner = app.extensions["demofront"].runner
+        runner.shutdown(wait=False)  # queued jobs stay queued and run at the next start (of any front)
+        runner.abandon()  # running ones are failed now, not left 'running' by a front that is gone
 
 
 if __name__ == "__main__":

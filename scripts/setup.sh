@@ -22,6 +22,7 @@ command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v dot >/dev/null 2>&1 || need+=(graphviz)  # re-renders img/architecture.png from its source
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

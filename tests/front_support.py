@@ -69,7 +69,7 @@ def reset_postgres(url: str) -> None:
 
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS jobs, api_keys, users, alembic_version CASCADE"))
+        conn.execute(text("DROP TABLE IF EXISTS job_attempts, jobs, api_keys, users, alembic_version CASCADE"))
     engine.dispose()
 
 

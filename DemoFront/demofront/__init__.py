@@ -12,7 +12,8 @@ from flask import Flask, Response, g, request
 
 from .config import Config
 from .db import Database
-from .model_client import ModelClient, ModelClientProtocol
+from .model_client import ModelClientProtocol
+from .replicas import ReplicaPool
 from .storage import Storage
 from .worker import JobRunner
 
@@ -60,7 +61,7 @@ def _secret_key(config: Config) -> str:
 
 def create_app(config: Config | None = None, model_client: ModelClientProtocol | None = None) -> Flask:
     """Build the app: migrate the database, start the job runner (re-queue/fail leftovers), register the areas."""
-    from . import admin, api, auth, pages
+    from . import admin, api, auth, health, pages
     from .errors import register_error_handlers
     from .jobs import JobFactory
 
@@ -80,8 +81,10 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     db = Database(config.database_url)
     db.upgrade()
     storage = Storage(config.data_dir)
-    client = model_client or ModelClient(config.sadtalker_url, timeout=config.model_timeout_seconds)
-    runner = JobRunner(db, storage, client, config.workers)
+    client = model_client or ReplicaPool(config.model_urls, timeout=config.model_timeout_seconds,
+                                         retries=config.model_retries)
+    runner = JobRunner(db, storage, client, config.workers,
+                       stale_seconds=(config.model_retries + 1) * config.model_timeout_seconds + 60)
     front = Front(config=config, db=db, storage=storage, client=client, runner=runner)
     front.jobs = JobFactory(front)
     app.extensions["demofront"] = front
@@ -92,7 +95,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     app.context_processor(lambda: {"current_user": g.get("user"), "csrf_token": auth.csrf_token,
                                    "allow_anonymous": config.allow_anonymous})
     register_error_handlers(app)
-    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp):
+    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
 
     runner.recover()

@@ -37,9 +37,18 @@ def job_urls(job: Job) -> dict[str, Any]:
 
 
 def describe(job: Job) -> dict[str, Any]:
+    from .jobs import iso
+    from .models import JobAttempt
+
     with front().db.session() as s:
         position = queue_position(s, job)
-    return job_to_dict(job, job_urls(job), position)
+        attempts = [{"number": a.number, "replica": a.replica, "outcome": a.outcome, "error": a.error,
+                     "started_at": iso(a.started_at), "finished_at": iso(a.finished_at)}
+                    for a in s.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)
+                                       .order_by(JobAttempt.number))]
+    body = job_to_dict(job, job_urls(job), position)
+    body["attempts"] = attempts  # one per model replica tried (a retry after a replica died adds one)
+    return body
 
 
 def visible_job(job_id: str) -> Job:

@@ -50,6 +50,7 @@ class Config:
     workers: int = 2
     wait_timeout_seconds: float = 900.0
     model_timeout_seconds: float = 3600.0
+    model_retries: int = 1
     secret_key: str = ""
     admin_users: tuple[str, ...] = ()
     page_size: int = 12
@@ -61,12 +62,22 @@ class Config:
             object.__setattr__(self, "database_url", f"sqlite:///{DEFAULT_VAR / 'demofront.db'}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         parse_rate_limit(self.rate_limit)  # fail at start-up, not on the first request
+        if self.model_retries < 0:
+            raise ValueError(f"MODEL_RETRIES must be 0 or more; got {self.model_retries}")
+        self.model_urls  # fail at start-up on a malformed SADTALKER_URL(S)
         if self.workers < 1:
             raise ValueError(f"WORKERS must be at least 1; got {self.workers}")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def model_urls(self) -> tuple[str, ...]:
+        """SADTALKER_URLS (comma-separated replicas) or SADTALKER_URL, as a tuple of URLs ending in '/'."""
+        from .replicas import parse_urls
+
+        return parse_urls(self.sadtalker_url)
 
     @property
     def rate(self) -> tuple[int, float] | None:
@@ -82,7 +93,7 @@ class Config:
         return cls(
             database_url=env.get("DATABASE_URL", ""),
             data_dir=Path(env.get("DATA_DIR", str(d.data_dir))),
-            sadtalker_url=env.get("SADTALKER_URL", d.sadtalker_url),
+            sadtalker_url=env.get("SADTALKER_URLS") or env.get("SADTALKER_URL", d.sadtalker_url),
             host=env.get("FRONT_HOST", d.host),
             port=int(env.get("FRONT_PORT", d.port)),
             max_upload_mb=float(env.get("MAX_UPLOAD_MB", d.max_upload_mb)),
@@ -93,6 +104,7 @@ class Config:
             workers=int(env.get("WORKERS", d.workers)),
             wait_timeout_seconds=float(env.get("WAIT_TIMEOUT_SECONDS", d.wait_timeout_seconds)),
             model_timeout_seconds=float(env.get("MODEL_TIMEOUT_SECONDS", d.model_timeout_seconds)),
+            model_retries=int(env.get("MODEL_RETRIES", d.model_retries)),
             secret_key=env.get("SECRET_KEY", ""),
             admin_users=tuple(u.strip() for u in env.get("ADMIN_USERS", "").split(",") if u.strip()),
         )

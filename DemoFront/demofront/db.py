@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x7A1C_4EAD  # any constant; held for the migration transaction only
 
 
 def make_engine(url: str) -> Engine:
@@ -73,6 +74,10 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("path_separator", "os")
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":  # several fronts starting at once migrate one at a time
+                from sqlalchemy import text
+
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 

@@ -99,6 +99,7 @@ class Job(Base):
     output_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     thumb_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
     generation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the front instance that ran it
 
     OPTION_FIELDS = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style",
                      "expression_scale", "seed")
@@ -107,3 +108,18 @@ class Job(Base):
         values = {name: getattr(self, name) for name in self.OPTION_FIELDS}
         values["engine"] = self.engine_requested
         return values
+
+
+class JobAttempt(Base):
+    """One try of a job on one model replica; a job retried after a replica died has two."""
+
+    __tablename__ = "job_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -3,6 +3,8 @@ outcome to the job row, so no web request ever waits on a generation (except `?w
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +23,17 @@ PROGRESS_WRITE_SECONDS = 0.5
 RESTART_REASON = "the front restarted while the job was running; generate again"
 
 
+def instance_name() -> str:
+    """This front process's name on job rows (FRONT_INSTANCE, else the host name: a Kubernetes pod's name)."""
+    return (os.environ.get("FRONT_INSTANCE") or socket.gethostname() or "front")[:64]
+
+
 class JobRunner:
-    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int) -> None:
+    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int,
+                 stale_seconds: float | None = None) -> None:
         self.db, self.storage, self.client = db, storage, client
+        self.instance = instance_name()
+        self.stale_seconds = stale_seconds  # a job running longer than this has lost its front (any instance)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
         self._finished: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -51,13 +61,33 @@ class JobRunner:
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
-    def recover(self) -> tuple[int, int]:
-        """At start-up: jobs that were running are failed with a reason; queued ones (inputs stored) run again."""
-        from sqlalchemy import select, update
+    def abandon(self) -> int:
+        """On stop (SIGTERM, e.g. a rolling update): fail the jobs this instance is running, with the restart
+        reason, instead of leaving them 'running' for a front that may never come back under this name."""
+        from sqlalchemy import update
 
         with self.db.session() as s:
+            count = s.execute(update(Job).where(Job.status == "running", Job.runner == self.instance).values(
+                status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
+            ).rowcount
+        if count:
+            logger.info("stopping: %d running job(s) marked failed", count)
+        return count
+
+    def recover(self) -> tuple[int, int]:
+        """At start-up: jobs this instance was running are failed with a reason; queued ones (inputs stored) run
+        again. Several fronts may share the database: each job is claimed atomically (see `_run`), and only
+        this instance's (or unowned) running jobs are failed, never another front's."""
+        from datetime import timedelta
+
+        from sqlalchemy import or_, select, update
+
+        mine = or_(Job.runner == self.instance, Job.runner.is_(None))
+        if self.stale_seconds is not None:  # e.g. a replaced Kubernetes pod's jobs, which no front will finish
+            mine = or_(mine, Job.started_at < utcnow() - timedelta(seconds=self.stale_seconds))
+        with self.db.session() as s:
             failed = s.execute(
-                update(Job).where(Job.status == "running").values(
+                update(Job).where(Job.status == "running", mine).values(
                     status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
             ).rowcount
             queued = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
@@ -84,11 +114,15 @@ class JobRunner:
                 event.set()
 
     def _run(self, job_id: str) -> None:
+        from sqlalchemy import update
+
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != "queued":
+            claimed = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                status="running", started_at=utcnow(), stage="starting", progress=0.0, runner=self.instance)
+            ).rowcount
+            if claimed != 1:  # gone, or another front (or thread) took it first
                 return
-            job.status, job.started_at, job.stage, job.progress = "running", utcnow(), "starting", 0.0
+            job = s.get(Job, job_id)
             options = GenerationOptions.from_mapping(job.options())
             image = self.storage.absolute(job.image_path)
             audio = self.storage.absolute(job.audio_path)
@@ -107,8 +141,9 @@ class JobRunner:
                     row.stage = stage[:200]
 
         started = time.perf_counter()
+        extra = {"on_attempt": self._attempt_recorder(job_id)} if getattr(self.client, "records_attempts", False) else {}
         try:
-            outcome = self.client.generate(image, audio, options, output, progress)
+            outcome = self.client.generate(image, audio, options, output, progress, **extra)
         except ModelError as exc:
             logger.info("job %s failed: %s", job_id, exc)
             self._finish(job_id, status="failed", error=str(exc), error_kind=exc.kind)
@@ -119,6 +154,35 @@ class JobRunner:
                             output_path=self.storage.relative(output), output_size=output.stat().st_size,
                             thumb_path=self.storage.relative(thumb) if thumb else None, progress=1.0):
             self.storage.delete_job(job_id)  # deleted while it ran: drop what it made
+
+    def _attempt_recorder(self, job_id: str):  # -> Callable[[replicas.Attempt], None]
+        """Writes each try on a model replica (start, then outcome) to the job's attempts."""
+        from datetime import datetime, timezone
+
+        from sqlalchemy import select
+
+        from .models import JobAttempt
+
+        def stamp(seconds: float | None):
+            return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+        def record(attempt) -> None:
+            with self.db.session() as s:
+                row = s.scalar(select(JobAttempt).where(JobAttempt.job_id == job_id,
+                                                        JobAttempt.number == attempt.number))
+                if row is None:
+                    if s.get(Job, job_id) is None:  # deleted while it ran
+                        return
+                    row = JobAttempt(job_id=job_id, number=attempt.number)
+                    s.add(row)
+                row.replica, row.outcome, row.error = attempt.replica[:255], attempt.outcome, attempt.error
+                row.started_at, row.finished_at = stamp(attempt.started_at), stamp(attempt.finished_at)
+                if attempt.outcome == "running":
+                    job = s.get(Job, job_id)
+                    job.stage = (f"sent to model replica {attempt.replica}" if attempt.number == 1 else
+                                 f"retry {attempt.number - 1} on model replica {attempt.replica}")[:200]
+
+        return record
 
     def _finish(self, job_id: str, **values: object) -> bool:
         with self.db.session() as s:
