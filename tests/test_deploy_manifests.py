@@ -335,7 +335,7 @@ def test_download_models_script_fetches_every_file_once(tmp_path):
     mirror.mkdir()
     for name in names:
         (mirror / name).write_bytes(name.encode())
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "SADTALKER_WEIGHTS_MIRROR": mirror.as_uri(),
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "SADTALKER_DOWNLOAD_BASE": mirror.as_uri(),
            "SADTALKER_CHECKPOINTS": str(tmp_path / "ckpt"), "SADTALKER_GFPGAN_WEIGHTS": str(tmp_path / "gfpgan")}
     for _ in range(2):
         result = subprocess.run(["bash", str(ROOT / "scripts" / "download_models.sh")], env=env, capture_output=True,
@@ -343,5 +343,5 @@ def test_download_models_script_fetches_every_file_once(tmp_path):
         assert result.returncode == 0, result.stderr
     got = {p.name: p.read_bytes() for p in tmp_path.glob("*/*") if p.parent.name in ("ckpt", "gfpgan")}
     assert got == {name: name.encode() for name in names}
-    assert result.stdout.count("have ") == 8  # the second run downloaded nothing
+    assert result.stderr.count("present: ") == 8  # the second run downloaded nothing
     assert {p.name for p in (tmp_path / "ckpt").iterdir()} == set(names[:4])

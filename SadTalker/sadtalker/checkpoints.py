@@ -195,3 +195,31 @@ def load_network(module: nn.Module, path: Path, what: str, *, prefix: str | None
     state = select(contents, Path(path), prefix=prefix, entry=entry, strip_module=strip_module)
     load_state(module, state, Path(path), what, hint)
     return module.eval()
+
+
+# Sub-networks of SadTalker_V0.0.2_{256,512}.safetensors: key prefix there, and (legacy file, entry) otherwise.
+SADTALKER_COMPONENTS: dict[str, tuple[str, str, str]] = {
+    "audio2exp": ("audio2exp.", LEGACY_FILES["audio2exp"], "model"),
+    "audio2pose": ("audio2pose.", LEGACY_FILES["audio2pose"], "model"),
+    "face_3drecon": ("face_3drecon.", LEGACY_FILES["face_3drecon"], "net_recon"),
+}
+
+
+def load_sadtalker_component(module: nn.Module, locations: CheckpointLocations, component: str,
+                             size: int = 256) -> nn.Module:
+    """Load one sub-network from the SadTalker safetensors file (the `size` one, else the other size), or from its
+    legacy per-network file when no safetensors file is present (as the original falls back)."""
+    if component not in SADTALKER_COMPONENTS:
+        raise CheckpointError(f"unknown SadTalker component {component!r}; known: {', '.join(SADTALKER_COMPONENTS)}")
+    prefix, legacy, entry = SADTALKER_COMPONENTS[component]
+    for candidate in (size, *(s for s in SADTALKER_FILES if s != size)):
+        path = locations.sadtalker_file(candidate)
+        if path.is_file():
+            return load_network(module, path, component, prefix=prefix, hint=locations.download_hint)
+    legacy_path = locations.checkpoint_dir / legacy
+    if legacy_path.is_file():
+        return load_network(module, legacy_path, component, entry=entry, hint=locations.download_hint)
+    raise CheckpointError(
+        f"checkpoint file not found: {locations.sadtalker_file(size)} (nor the legacy {legacy_path.name}) for the "
+        f"{component} network. Get the official weights with: {locations.download_hint}"
+    )
