@@ -133,3 +133,32 @@ def test_no_face_fails_the_job_with_the_reason(services, no_face_path, speech_pa
     client = Client(services["model"], verbose=False)
     with pytest.raises(Exception, match="no face found in the image"):
         client.predict(handle_file(str(no_face_path)), handle_file(str(speech_path)), api_name="/predict")
+
+
+def test_wait_true_returns_the_mp4_itself(services, portrait_path, speech_path, tmp_path):
+    """The README's curl line: `?wait=true` blocks and answers with the video."""
+    body, ctype = multipart({}, {"image": portrait_path, "audio": speech_path})
+    request = urllib.request.Request(services["front"] + "/api/generate?wait=true", data=body, method="POST",
+                                     headers={"Content-Type": ctype})
+    with urllib.request.urlopen(request, timeout=300) as reply:
+        assert reply.status == 200 and reply.headers["Content-Type"] == "video/mp4"
+        out = tmp_path / "wait.mp4"
+        out.write_bytes(reply.read())
+    check_video(out, speech_path)
+
+
+def test_no_face_through_the_front(services, no_face_path, speech_path):
+    """The job fails with the model service's reason, and the front says so in the job's status."""
+    body, ctype = multipart({}, {"image": no_face_path, "audio": speech_path})
+    request = urllib.request.Request(services["front"] + "/api/generate", data=body, method="POST",
+                                     headers={"Content-Type": ctype})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        job = json.load(reply)
+    deadline = time.time() + 120
+    while True:
+        state = get_json(services["front"] + f"/api/jobs/{job['id']}")
+        if state["status"] in ("done", "failed") or time.time() > deadline:
+            break
+        time.sleep(0.5)  # polling interval of a client
+    assert state["status"] == "failed", state
+    assert "no face found in the image" in (state.get("error") or ""), state

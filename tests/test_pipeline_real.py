@@ -29,10 +29,15 @@ def one_second(speech_path: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_pipeline(official_checkpoints):
+def real_pipeline(official_checkpoints, tmp_path_factory):
+    """Face landmarks from the shipped face mesh: the session's random-weight RetinaFace (written for the enhancer
+    tests into the shared GFPGAN folder) would find no face, so this pipeline looks in an empty GFPGAN folder."""
+    from dataclasses import replace
+
     from sadtalker.pipeline import SadTalkerPipeline
 
-    return SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu")
+    locations = replace(official_checkpoints, gfpgan_dir=tmp_path_factory.mktemp("no_gfpgan_weights"))
+    return SadTalkerPipeline.from_checkpoint(locations, device="cpu")
 
 
 @pytest.mark.parametrize("preprocess", ["crop", "full"])

@@ -162,12 +162,7 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         """One frame, RGB uint8 of shape (height, width, 3)."""
         if self.input_format == "yuv420p":
-            import cv2
-
-            if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-                raise ValueError(f"expected a uint8 frame of shape {(self.height, self.width, 3)}; got {frame.dtype} {frame.shape}")
-            self.write_yuv420p(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420))
-            return
+            raise ValueError("this writer takes I420 planes (write_yuv420p); open it with input_format='rgb24' for RGB")
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of shape {(self.height, self.width, 3)}; got {frame.dtype} {frame.shape}")
         assert self._proc.stdin is not None
