@@ -83,3 +83,20 @@ def test_pose_style_46_is_refused_with_the_range(sadtalker_service, portrait_pat
     with pytest.raises(Exception, match="0.*45"):
         client.predict(handle_file(str(portrait_path)), handle_file(str(three_frames)), "crop", False, False, 2,
                        256, 46, api_name="/predict")
+
+
+def test_command_line_runs_the_real_pipeline(official_checkpoints, portrait_path, three_frames, tmp_path):
+    """`python SadTalker/inference.py` as in the original's README, on the official-layout checkpoints."""
+    from sadtalker.video import probe
+
+    env = {**os.environ, "SADTALKER_GFPGAN_WEIGHTS": str(tmp_path / "no-gfpgan-weights")}
+    run = subprocess.run([sys.executable, str(ROOT / "SadTalker" / "inference.py"), "--source_image", str(portrait_path),
+                          "--driven_audio", str(three_frames), "--checkpoint_dir", str(official_checkpoints.checkpoint_dir),
+                          "--result_dir", str(tmp_path / "results"), "--preprocess", "extcrop", "--batch_size", "3",
+                          "--pose_style", "12", "--cpu"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    video = Path(run.stdout.strip().splitlines()[-1])
+    assert video.is_file() and video.parent == tmp_path / "results"
+    info = probe(video)
+    assert (info.video_codec, info.audio_codec, info.num_frames, info.width) == ("h264", "aac", 3, 256), info
