@@ -1,9 +1,9 @@
 """The front in headless Chromium (Debian's chromium driven by Playwright): sign up, upload the astronaut and a
 clip, watch the live status reach done, play the video, find it in the history, delete it.
 
-The model service here is the FakeModelClient inside the front process (it writes a real H.264/AAC mp4 of the
-portrait), so the page, the API, the worker and the database are real while no model runs.
-Screenshots go to artifacts/front_*.png."""
+The first test holds the job with a FakeModelClient inside the front process (it writes a real H.264/AAC mp4 of the
+portrait) so the running state can be watched; the second runs both services as real subprocesses (the landmark
+engine behind the front over HTTP). Screenshots go to artifacts/front_*.png."""
 from __future__ import annotations
 
 import shutil
@@ -136,3 +136,56 @@ def test_sign_up_generate_watch_play_history_delete(live_front, page, portrait_p
     assert page.locator(f".tile[data-job-id='{job_id}']").count() == 0
     assert page.locator(".tile").count() == 1
     assert not folder.exists()
+
+
+def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, tmp_path, artifacts_dir):
+    """Both services as real subprocesses (the landmark engine behind the front, over HTTP): a signed-up user
+    makes a talking video on the page and plays it."""
+    import os
+    import subprocess
+    import sys
+
+    from test_e2e import free_port, wait_for
+
+    root = Path(__file__).resolve().parents[1]
+    model_port, front_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SADTALKER_PORT": str(model_port),
+           "SADTALKER_CHECKPOINTS": str(tmp_path / "no-checkpoints"), "SADTALKER_RESULTS": str(tmp_path / "results"),
+           "FRONT_PORT": str(front_port), "SADTALKER_URL": f"http://127.0.0.1:{model_port}/",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'front.db'}", "DATA_DIR": str(tmp_path / "data")}
+    procs = []
+    try:
+        for name, script, url in (("model", "SadTalker/app.py", f"http://127.0.0.1:{model_port}/health"),
+                                  ("front", "DemoFront/app.py", f"http://127.0.0.1:{front_port}/")):
+            log = tmp_path / f"{name}.log"
+            procs.append(subprocess.Popen([sys.executable, str(root / script)], cwd=root, env=env,
+                                          stdout=log.open("w"), stderr=subprocess.STDOUT))
+            wait_for(url, procs[-1], log)
+        base = f"http://127.0.0.1:{front_port}"
+        page.goto(base + "/signup")
+        page.fill("input[name=username]", "collins")
+        page.fill("input[name=password]", "columbia 1999 sts-93")
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/")
+        page.set_input_files("input[name=image]", str(portrait_path))
+        page.set_input_files("input[name=audio]", str(speech_path))
+        page.click("#generate-form button[type=submit]")
+        page.wait_for_url(f"{base}/jobs/*")
+        page.wait_for_function("() => ['done', 'failed'].includes(document.getElementById('job-status').textContent)",
+                               timeout=120_000)
+        assert page.locator("#job-status").inner_text() == "done", page.locator("#job-error").inner_text()
+        assert page.locator("#job-engine").inner_text() == "landmark"
+        page.wait_for_function("() => document.getElementById('job-video').readyState >= 1", timeout=30_000)
+        assert page.evaluate("document.getElementById('job-video').duration") > 2.5
+        page.evaluate("document.getElementById('job-video').play()")
+        page.wait_for_function("() => document.getElementById('job-video').currentTime > 0.5", timeout=15_000)
+        page.evaluate("document.getElementById('job-video').pause()")
+        page.screenshot(path=str(artifacts_dir / "front_job_page_landmark.png"), full_page=True)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
