@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import winograd
+
 
 def coordinate_grid_3d(depth: int, height: int, width: int, dtype: torch.dtype = torch.float32,
                        device: torch.device | str = "cpu") -> torch.Tensor:
@@ -92,7 +94,7 @@ class DownBlock2d(nn.Module):
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(F.relu(self.norm(self.conv(x))))
+        return self.pool(F.relu(self.norm(winograd.conv2d(self.conv, x))))
 
 
 class DownBlock3d(nn.Module):
@@ -132,7 +134,7 @@ class SameBlock2d(nn.Module):
         self.ac = nn.LeakyReLU() if leaky else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ac(self.norm(self.conv(x)))
+        return self.ac(self.norm(winograd.conv2d(self.conv, x)))
 
 
 class ResBlock3d(nn.Module):
@@ -245,6 +247,12 @@ class SpectralNormConv2d(nn.Module):
         return self.weight_orig / sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o, c, k, _ = self.weight_orig.shape
+        if winograd.applies(x, c, o, (k, k), (1, 1), (self.padding, self.padding), (1, 1), 1):
+            cache = self.__dict__.setdefault("_winograd_weights", winograd.TransformedWeights())
+            u, bias = cache.get((self.weight_orig, self.weight_u, self.weight_v, self.bias), self.weight,
+                                lambda: self.bias)
+            return winograd.winograd_conv2d(x, u, bias)
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
 
@@ -266,8 +274,25 @@ class SPADE(nn.Module):
             conv = self.mlp_shared[0]
             hidden = F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
         else:
-            hidden = self.mlp_shared(F.interpolate(segmap, size=x.shape[2:], mode="nearest"))
-        return normalized * (1 + self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
+            hidden = F.relu(winograd.conv2d(self.mlp_shared[0],
+                                            F.interpolate(segmap, size=x.shape[2:], mode="nearest")))
+        gamma, beta = self.gamma_beta(hidden)
+        if torch.is_inference_mode_enabled() and gamma.dtype == normalized.dtype == beta.dtype:
+            # the same arithmetic in gamma's buffer: no full-size temporaries (these maps reach 256x256x256)
+            return gamma.add_(1).mul_(normalized).add_(beta)
+        return normalized * (1 + gamma) + beta
+
+    def gamma_beta(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mlp_gamma(hidden), mlp_beta(hidden); on the Winograd path as one convolution of both weight sets."""
+        g, b = self.mlp_gamma, self.mlp_beta
+        if not winograd.applies(hidden, g.in_channels, g.out_channels, g.kernel_size, g.stride, g.padding,
+                                g.dilation, g.groups):
+            return g(hidden), b(hidden)
+        cache = self.__dict__.setdefault("_winograd_gamma_beta", winograd.TransformedWeights())
+        u, bias = cache.get((g.weight, g.bias, b.weight, b.bias), lambda: torch.cat([g.weight, b.weight]),
+                            lambda: torch.cat([g.bias, b.bias]))
+        both = winograd.winograd_conv2d(hidden, u, bias)                      # (B, 2 * norm_nc, H, W)
+        return both[:, :g.out_channels], both[:, g.out_channels:]
 
 
 class SPADEResnetBlock(nn.Module):
@@ -288,6 +313,6 @@ class SPADEResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))   # SPADE's output is its own
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return shortcut + dx

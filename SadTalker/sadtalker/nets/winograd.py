@@ -1,0 +1,197 @@
+"""Winograd minimal-filtering convolution F(m x m, 3 x 3) for the renderer's wide 3x3 convolutions on CPU.
+
+A 3x3 stride-1 padding-1 convolution over m x m output tiles costs (m + 2)^2 multiplies per tile and channel
+pair instead of 9 m^2 (4x fewer for m = 4): the weights are transformed once (U = G g G^T), input tiles are
+transformed with two small fixed matrices (B^T d B), and the channel mixing becomes one batched matrix product
+per tile position; the inverse transform (A^T M A) gives the output tiles. Pure PyTorch, fp32 on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Interpolation points of the Cook-Toom construction (plus the point at infinity), chosen for fp32 accuracy.
+POINTS: dict[int, tuple[float, ...]] = {
+    2: (0.0, 1.0, -1.0),
+    4: (0.0, 1.0, -1.0, 2.0, -2.0),
+    6: (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5),
+}
+DEFAULT_TILE = 4
+CHUNK_TILES = 128   # tiles per band: measured best on 2 AVX2 cores for the decoder's shapes
+KERNEL = 3
+
+_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("winograd_enabled", default=False)
+
+
+@contextlib.contextmanager
+def winograd_enabled(enabled: bool = True) -> Iterator[None]:
+    """Within this context the renderer's wide 3x3 convolutions take the Winograd path (fp32 CPU inputs only)."""
+    token = _enabled.set(enabled)
+    try:
+        yield
+    finally:
+        _enabled.reset(token)
+
+
+def winograd_active(x: torch.Tensor) -> bool:
+    """Whether a convolution of `x` should take the Winograd path now (enabled, fp32 on CPU, not autocast)."""
+    return (_enabled.get() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
+
+
+@functools.lru_cache(maxsize=None)
+def transform_matrices(m: int, r: int = KERNEL) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A^T (m, n), G (n, r), B^T (n, n)) in float64, n = m + r - 1, for correlation y = A^T[(G g) * (B^T d)].
+
+    From Toom-Cook polynomial multiplication c = V^-1 [(V_m h) * (V_r g)] at the points and infinity, transposed:
+    A^T = V_m^T, G = V_r, B^T = V^-T, with each point's Lagrange denominator moved from B^T into G.
+    """
+    if m not in POINTS:
+        raise ValueError(f"no Winograd points for output tile {m}; choose one of {sorted(POINTS)}")
+    n = m + r - 1
+    points = torch.tensor(POINTS[m][: n - 1], dtype=torch.float64)
+
+    def vandermonde(cols: int) -> torch.Tensor:
+        v = torch.zeros(n, cols, dtype=torch.float64)
+        v[:-1] = points[:, None] ** torch.arange(cols, dtype=torch.float64)[None, :]
+        v[-1, -1] = 1.0  # the point at infinity picks the leading coefficient
+        return v
+
+    denominators = torch.ones(n, dtype=torch.float64)
+    for i in range(n - 1):
+        others = torch.cat([points[:i], points[i + 1:]])
+        denominators[i] = torch.prod(points[i] - others)
+    at = vandermonde(m).T.contiguous()
+    g = vandermonde(r) / denominators[:, None]
+    bt = torch.linalg.inv(vandermonde(n)).T * denominators[:, None]
+    return at, g, bt
+
+
+@functools.lru_cache(maxsize=None)
+def _tile_operators(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D input and output transforms as single matrices acting on flattened tiles: (n^2, n^2) and (m^2, n^2)."""
+    at, _, bt = transform_matrices(m)
+    return torch.kron(bt, bt).float().contiguous(), torch.kron(at, at).float().contiguous()
+
+
+def transform_weight(weight: torch.Tensor, m: int = DEFAULT_TILE) -> torch.Tensor:
+    """(O, C, 3, 3) -> U = G g G^T as (n^2, O, C) fp32, computed in float64."""
+    if weight.shape[-2:] != (KERNEL, KERNEL):
+        raise ValueError(f"Winograd needs 3x3 kernels; got {tuple(weight.shape)}")
+    _, g, _ = transform_matrices(m)
+    u = torch.einsum("ai,ocij,bj->aboc", g, weight.detach().double(), g)       # (n, n, O, C)
+    return u.reshape(-1, *weight.shape[:2]).float().contiguous()
+
+
+def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
+                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES) -> torch.Tensor:
+    """conv2d(x, weight, bias, padding=1) with U = transform_weight(weight, m); any H, W (tiles are zero padded).
+
+    Works through bands of tile rows of about `chunk_tiles` tiles, reusing small buffers, so every intermediate
+    stays in cache and no large temporary is allocated (at these sizes memory traffic, not arithmetic, decides).
+    x (B, C, H, W) -> (B, O, H, W).
+    """
+    n = m + KERNEL - 1
+    b, c, h, w = x.shape
+    o = u.shape[1]
+    if u.shape != (n * n, o, c):
+        raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
+    th, tw = -(-h // m), -(-w // m)
+    rows = max(1, min(th, chunk_tiles // tw))
+    bt, at = _tile_operators(m)
+    out = x.new_empty(b, o, th * m, tw * m)
+    band = x.new_zeros(c, rows * m + 2, tw * m + 2)        # one zero-padded band of input rows
+    d_buf = x.new_empty(n * n, c * rows * tw)
+    v_buf = torch.empty_like(d_buf)
+    m_buf = x.new_empty(n * n, o * rows * tw)
+    y_buf = x.new_empty(m * m, o * rows * tw)
+    bias_view = None if bias is None else bias.view(o, 1, 1, 1, 1)
+    for bi in range(b):
+        for t0 in range(0, th, rows):
+            r = min(rows, th - t0)
+            tiles = r * tw
+            first, last = t0 * m - 1, (t0 + r) * m + 1      # input rows this band reads (half-open)
+            lo, hi = max(first, 0), min(last, h)
+            if lo > first or hi < last:
+                band.zero_()
+            band[:, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, lo:hi])
+            s = band.stride()
+            d = d_buf[:, :c * tiles]
+            d.view(n, n, c, r, tw).copy_(band.as_strided((n, n, c, r, tw), (s[1], s[2], s[0], m * s[1], m * s[2])))
+            v = torch.mm(bt, d, out=v_buf[:, :c * tiles])                              # B^T d B
+            prod = torch.bmm(u, v.view(n * n, c, tiles), out=m_buf[:, :o * tiles].view(n * n, o, tiles))
+            y = torch.mm(at, prod.view(n * n, o * tiles), out=y_buf[:, :o * tiles])    # A^T M A
+            tile_out = y.view(m, m, o, r, tw).permute(2, 3, 0, 4, 1)                    # (O, r, m, tw, m)
+            target = out[bi, :, t0 * m:(t0 + r) * m].view(o, r, m, tw, m)
+            if bias_view is None:
+                target.copy_(tile_out)
+            else:
+                torch.add(tile_out, bias_view, out=target)
+    if th * m != h or tw * m != w:
+        out = out[:, :, :h, :w].contiguous()
+    return out
+
+
+class TransformedWeights:
+    """Winograd weights of one or more convs sharing an input (concatenated outputs), rebuilt only when a source
+    tensor changes (new storage or an in-place update). Not a module: state dicts and checkpoint keys are unchanged.
+    """
+
+    def __init__(self, m: int = DEFAULT_TILE) -> None:
+        self.m = m
+        self._key: tuple | None = None
+        self._u: torch.Tensor | None = None
+        self._bias: torch.Tensor | None = None
+
+    @staticmethod
+    def _version_key(tensors: Sequence[torch.Tensor | None]) -> tuple | None:
+        key = []
+        for t in tensors:
+            if t is None:
+                key.append(None)
+                continue
+            if t.is_inference():  # no version counter: cannot tell in-place updates apart, so do not cache
+                return None
+            key.append((t.data_ptr(), t._version, t.shape))
+        return tuple(key)
+
+    def get(self, sources: Sequence[torch.Tensor | None], weights: "callable", biases: "callable"
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3) / (O,) or None."""
+        key = self._version_key(sources)
+        if key is None or key != self._key:
+            with torch.no_grad():
+                u = transform_weight(weights(), self.m)
+                bias = biases()
+                bias = None if bias is None else bias.detach().float().contiguous()
+            if key is None:
+                return u, bias
+            self._key, self._u, self._bias = key, u, bias
+        assert self._u is not None
+        return self._u, self._bias
+
+
+MIN_CHANNELS = 64  # narrower convolutions (the image in/out layers) gain nothing: torch's own kernel is used
+
+
+def applies(x: torch.Tensor, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Sequence[int],
+            padding: Sequence[int] | str, dilation: Sequence[int], groups: int) -> bool:
+    """Whether a Conv2d of this shape on `x` takes the Winograd path now."""
+    return (winograd_active(x) and tuple(kernel) == (KERNEL, KERNEL) and tuple(stride) == (1, 1)
+            and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+            and min(in_channels, out_channels) >= MIN_CHANNELS)
+
+
+def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)`, through Winograd when enabled and the layer is a wide 3x3 one (weights transformed once)."""
+    if not applies(x, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation, conv.groups):
+        return conv(x)
+    cache = conv.__dict__.setdefault("_winograd_weights", TransformedWeights())
+    u, bias = cache.get((conv.weight, conv.bias), lambda: conv.weight, lambda: conv.bias)
+    return winograd_conv2d(x, u, bias)
