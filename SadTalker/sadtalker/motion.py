@@ -14,7 +14,7 @@ import torch
 
 from .checkpoints import CheckpointLocations, load_sadtalker_component
 from .errors import AudioError, InvalidInputError
-from .mel import FPS, MelConfig, audio_windows
+from .mel import FPS, MelConfig, audio_windows, samples_per_frame
 from .nets.audio2exp import Audio2Exp
 from .nets.audio2pose import Audio2Pose
 
@@ -148,7 +148,14 @@ class AudioToMotion:
         """Both networks from SadTalker_V0.0.2_<size>.safetensors (or the legacy .pth files). Raises CheckpointError."""
         exp = load_sadtalker_component(Audio2Exp(), locations, "audio2exp", size)
         pose = load_sadtalker_component(Audio2Pose(), locations, "audio2pose", size)
-        return cls(exp, pose, torch.device(device))
+        motion = cls(exp, pose, torch.device(device))
+        motion.warm_up()
+        return motion
+
+    def warm_up(self) -> None:
+        """Import and JIT the audio libraries now (about 3 s on first use), so a request does not pay for them."""
+        audio_windows(np.zeros(2 * int(samples_per_frame(self.mel_config)), np.float32), self.mel_config)
+        smooth_pose(np.zeros((8, 6), np.float32), self.smoothing)
 
     def windows(self, audio: np.ndarray, idle: bool) -> np.ndarray:
         """(T, 80, 16) mel windows; idle mode feeds silence windows of zeros for len(audio) seconds."""
