@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,10 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # live_services: the same service start-up as the end-to-end tests
+from live_services import start_product, stop  # noqa: E402
+
 logger = logging.getLogger("load_check")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_inputs(folder: Path) -> tuple[Path, Path]:
@@ -82,37 +78,17 @@ def call(request: urllib.request.Request, timeout: float = 60) -> tuple[int, dic
     return status, parsed, elapsed, server
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer within {timeout} s")
-
-
-def start_services(tmp: Path) -> tuple[str, list[subprocess.Popen]]:
-    model_port, front_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SADTALKER_PORT": str(model_port),
-           "SADTALKER_CHECKPOINTS": str(tmp / "no-checkpoints"),  # no weights: the landmark engine
-           "SADTALKER_RESULTS": str(tmp / "results"), "SADTALKER_MAX_QUEUE": "100",
-           "FRONT_PORT": str(front_port), "SADTALKER_URL": f"http://127.0.0.1:{model_port}/",
-           "DATABASE_URL": os.environ.get("LOAD_DATABASE_URL", f"sqlite:///{tmp / 'front.db'}"),
-           "DATA_DIR": str(tmp / "data"), "RATE_LIMIT": "off", "WORKERS": os.environ.get("WORKERS", "4")}
-    procs = []
-    for name, script, url in (("model", "SadTalker/app.py", f"http://127.0.0.1:{model_port}/health"),
-                              ("front", "DemoFront/app.py", f"http://127.0.0.1:{front_port}/api/health")):
-        log = tmp / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, str(ROOT / script)], cwd=ROOT, env=env, stdout=log.open("w"),
-                                stderr=subprocess.STDOUT)
-        procs.append(proc)
-        wait_ready(url, proc, log)
-    print(f"started the model service on :{model_port} and the front on :{front_port} (logs in {tmp})")
-    return f"http://127.0.0.1:{front_port}", procs
+def start_services(tmp: Path, procs: list[subprocess.Popen]) -> str:
+    """The model service (no checkpoints: the landmark engine) and the front on free ports; returns the front URL."""
+    try:
+        model, front = start_product(
+            tmp, procs, front_ready="/api/health", SADTALKER_MAX_QUEUE="100", RATE_LIMIT="off",
+            WORKERS=os.environ.get("WORKERS", "4"),
+            DATABASE_URL=os.environ.get("LOAD_DATABASE_URL", f"sqlite:///{tmp / 'front.db'}"))
+    except RuntimeError as exc:  # a service died or never answered: its log's tail, no traceback
+        raise SystemExit(str(exc)) from None
+    print(f"started the model service at {model} and the front at {front} (logs in {tmp})")
+    return front
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -221,17 +197,11 @@ def main() -> None:
         front = args.front
         try:
             if args.start:
-                front, procs = start_services(tmp)
+                front = start_services(tmp, procs)
             ok = run(front.rstrip("/"), args.n, image, audio, args.deadline, args.engine, args.api_key,
                      args.max_median_ms)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
     raise SystemExit(0 if ok else 1)
 
 

@@ -141,27 +141,11 @@ def test_sign_up_generate_watch_play_history_delete(live_front, page, portrait_p
 def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, tmp_path, artifacts_dir):
     """Both services as real subprocesses (the landmark engine behind the front, over HTTP): a signed-up user
     makes a talking video on the page and plays it."""
-    import os
-    import subprocess
-    import sys
+    from live_services import start_product, stop
 
-    from test_e2e import free_port, wait_for
-
-    root = Path(__file__).resolve().parents[1]
-    model_port, front_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SADTALKER_PORT": str(model_port),
-           "SADTALKER_CHECKPOINTS": str(tmp_path / "no-checkpoints"), "SADTALKER_RESULTS": str(tmp_path / "results"),
-           "FRONT_PORT": str(front_port), "SADTALKER_URL": f"http://127.0.0.1:{model_port}/",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'front.db'}", "DATA_DIR": str(tmp_path / "data")}
-    procs = []
+    procs: list = []
     try:
-        for name, script, url in (("model", "SadTalker/app.py", f"http://127.0.0.1:{model_port}/health"),
-                                  ("front", "DemoFront/app.py", f"http://127.0.0.1:{front_port}/")):
-            log = tmp_path / f"{name}.log"
-            procs.append(subprocess.Popen([sys.executable, str(root / script)], cwd=root, env=env,
-                                          stdout=log.open("w"), stderr=subprocess.STDOUT))
-            wait_for(url, procs[-1], log)
-        base = f"http://127.0.0.1:{front_port}"
+        _, base = start_product(tmp_path, procs)
         page.goto(base + "/signup")
         page.fill("input[name=username]", "collins")
         page.fill("input[name=password]", "columbia 1999 sts-93")
@@ -182,10 +166,4 @@ def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, 
         page.evaluate("document.getElementById('job-video').pause()")
         page.screenshot(path=str(artifacts_dir / "front_job_page_landmark.png"), full_page=True)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)

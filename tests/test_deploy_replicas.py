@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,32 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from live_services import free_port, post_job, start, stop, wait_for, wait_job
 from sadtalker.audio import load_audio
 from sadtalker.video import probe
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PACE_SECONDS_PER_FRAME = 0.02  # 3 s clip: 75 frames, ~1.5 s per job; the 10 s clip: ~5 s, time to kill it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -54,27 +33,7 @@ def _get(url: str) -> tuple[int, dict]:
 
 
 def _post_job(front: str, image: Path, audio: Path) -> dict:
-    boundary = "----deploy-test-3b9a"
-    parts = []
-    for name, path in (("image", image), ("audio", audio)):
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{path.name}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(front + "/api/generate", data=b"".join(parts), method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        assert reply.status == 202
-        return json.load(reply)
-
-
-def _wait_done(front: str, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        _, job = _get(f"{front}/api/jobs/{job_id}")
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+    return post_job(front, {}, {"image": image, "audio": audio})
 
 
 @pytest.fixture(scope="module")
@@ -85,37 +44,27 @@ def cluster(tmp_path_factory):
     procs: list[subprocess.Popen] = []
     try:
         for name in ("a", "b"):
-            port = _free_port()
+            port = free_port()
             log = tmp / f"replica-{name}.log"
-            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "deploy_replica.py"), str(port),
-                                     str(PACE_SECONDS_PER_FRAME), str(tmp / f"results-{name}")],
-                                    cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            proc = start(["tests/deploy_replica.py", str(port), str(PACE_SECONDS_PER_FRAME),
+                          str(tmp / f"results-{name}")], env, log)
             procs.append(proc)
             replicas[f"http://127.0.0.1:{port}/"] = proc
         for (url, proc), name in zip(replicas.items(), ("a", "b")):
-            _wait_for(url + "health", proc, tmp / f"replica-{name}.log")
-        front_port = _free_port()
+            wait_for(url + "health", proc, tmp / f"replica-{name}.log")
+        front_port = free_port()
         front_env = {**env, "FRONT_PORT": str(front_port), "SADTALKER_URLS": ",".join(replicas),
                      "DATABASE_URL": f"sqlite:///{tmp / 'front.db'}", "DATA_DIR": str(tmp / "data"),
                      "WORKERS": "4", "RATE_LIMIT": "off", "MODEL_RETRIES": "1"}
         front_env.pop("SADTALKER_URL", None)
         log = tmp / "front.log"
-        proc = subprocess.Popen([sys.executable, str(ROOT / "DemoFront" / "app.py")], cwd=ROOT, env=front_env,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT)
+        proc = start(["DemoFront/app.py"], front_env, log)
         procs.append(proc)
         front = f"http://127.0.0.1:{front_port}"
-        _wait_for(front + "/livez", proc, log)
+        wait_for(front + "/livez", proc, log)
         yield {"front": front, "replicas": replicas, "tmp": tmp}
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(procs)
 
 
 def test_healthz_reports_database_queue_and_both_replicas(cluster):
@@ -133,7 +82,7 @@ def test_healthz_reports_database_queue_and_both_replicas(cluster):
 def test_ten_jobs_spread_over_both_replicas(cluster, portrait_path, speech_path, tmp_path):
     front = cluster["front"]
     jobs = [_post_job(front, portrait_path, speech_path) for _ in range(10)]
-    finished = [_wait_done(front, job["id"]) for job in jobs]
+    finished = [wait_job(front, job["id"]) for job in jobs]
     assert [j["status"] for j in finished] == ["done"] * 10, [j["error"] for j in finished]
     used = [j["attempts"][0]["replica"] for j in finished]
     assert all(len(j["attempts"]) == 1 and j["attempts"][0]["outcome"] == "done" for j in finished)
@@ -166,7 +115,7 @@ def test_a_replica_killed_mid_job_is_retried_on_the_other(cluster, portrait_path
     replicas[victim].send_signal(signal.SIGKILL)
     replicas[victim].wait(10)
 
-    done = _wait_done(front, job["id"])
+    done = wait_job(front, job["id"])
     assert done["status"] == "done", done["error"]
     survivor = next(url for url in replicas if url != victim)
     attempts = done["attempts"]
@@ -185,5 +134,5 @@ def test_a_replica_killed_mid_job_is_retried_on_the_other(cluster, portrait_path
     status, health = _get(front + "/healthz")
     assert status == 503 and health["status"] == "unhealthy" and "no model replica reachable" in health["problems"]
     assert _get(front + "/livez")[0] == 200
-    failed = _wait_done(front, _post_job(front, portrait_path, long_speech_path)["id"])
+    failed = wait_job(front, _post_job(front, portrait_path, long_speech_path)["id"])
     assert failed["status"] == "failed" and "the model service is unreachable at" in failed["error"]

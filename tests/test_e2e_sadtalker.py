@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from test_e2e import free_port, wait_for
+from live_services import ROOT, free_port, start, stop, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -32,17 +31,12 @@ def sadtalker_service(official_checkpoints, tmp_path_factory):
            "SADTALKER_GFPGAN_WEIGHTS": str(tmp / "no-gfpgan-weights"), "SADTALKER_RESULTS": str(tmp / "results"),
            "SADTALKER_DEVICE": "cpu"}
     log = tmp / "model.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "SadTalker" / "app.py")], cwd=ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    procs = [start(["SadTalker/app.py"], env, log)]
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", proc, log, timeout=300)
+        wait_for(f"http://127.0.0.1:{port}/health", procs[0], log, timeout=300)
         yield f"http://127.0.0.1:{port}/", log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(procs)
 
 
 @pytest.fixture(scope="module")

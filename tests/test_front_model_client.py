@@ -4,23 +4,17 @@ and a service that is not there becomes ModelUnavailableError naming the URL."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from live_services import free_port
 from demofront.model_client import ModelClient, ModelRejectedError, ModelUnavailableError
 from sadtalker.options import GenerationOptions
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,12 @@
 """The Gradio model service over real HTTP, with a small stand-in engine (the engines have their own tests)."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from live_services import free_port, serve_in_thread
 from sadtalker.audio import load_audio
 from sadtalker.checkpoints import CheckpointLocations
 from sadtalker.engine import GenerationResult
@@ -42,16 +40,8 @@ class ColourEngine:
         return GenerationResult(Path(output_path), self.name, frames, len(wav) / 16000, 64, 64)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service_url(tmp_path_factory):
-    import uvicorn
-
     from app import create_app
 
     tmp = tmp_path_factory.mktemp("svc")
@@ -60,17 +50,8 @@ def service_url(tmp_path_factory):
     service = ModelService(config)
     engine = ColourEngine()
     service._engines["landmark"] = engine  # the stand-in replaces the landmark engine for these tests
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=config.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("model service did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}/", engine
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(service), config.port) as url:
+        yield url, engine
 
 
 def call(url, image, audio, *args):

@@ -3,8 +3,6 @@ the first eight inputs alone keep working, the extra options arrive, idle and re
 and the pipeline's progress reaches the Gradio job."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from live_services import free_port, serve_in_thread
 from pipeline_doubles import StandInFaceStage, StandInMotionStage
 from renderer_factory import tiny_renderer
 from sadtalker.checkpoints import CheckpointLocations
@@ -38,16 +37,8 @@ class RecordingPipeline(SadTalkerPipeline):
         return super().generate(image_path, audio_path, options, output_path, report)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sadtalker_service(tmp_path_factory):
-    import uvicorn
-
     from app import create_app
 
     threads = torch.get_num_threads()
@@ -59,18 +50,8 @@ def sadtalker_service(tmp_path_factory):
     pipeline = RecordingPipeline()
     service.default_engine = "sadtalker"  # as if the checkpoints were present
     service._engines["sadtalker"] = pipeline
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=config.port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("model service did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}/", pipeline
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(service), config.port) as url:
+        yield url, pipeline
     torch.set_num_threads(threads)
 
 
