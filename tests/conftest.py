@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,23 @@ def artifacts_dir() -> Path:
     """Test artefacts worth looking at (contact sheets, screenshots); git-ignored."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    """Golden data of ../shared/tools/parity (made from the original code); the parity tests skip without it."""
+    value = os.environ.get("PARITY_DIR")
+    if not value:
+        pytest.skip("PARITY_DIR not set: parity tests need the golden data of shared/tools/parity (golden.py --out DIR)")
+    return Path(value)
+
+
+@pytest.fixture(scope="module")  # module: a test module may narrow `parity_dir` with its own checks
+def parity_locations(parity_dir: Path):
+    """The random-weight official checkpoints the golden data was made with."""
+    from sadtalker.checkpoints import CheckpointLocations
+
+    return CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
 
 
 @pytest.fixture(scope="session")

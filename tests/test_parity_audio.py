@@ -2,15 +2,12 @@
 shared/tools/parity (random official-layout weights, identical inputs and latents; PARITY_DIR)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from sadtalker import mel
-from sadtalker.checkpoints import CheckpointLocations
 from sadtalker.motion import AudioToMotion, predict_pose
 
 pytestmark = pytest.mark.parity
@@ -19,20 +16,13 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def parity_dir() -> Path:
-    if not os.environ.get("PARITY_DIR"):
-        pytest.skip("PARITY_DIR not set: golden data from shared/tools/parity is needed")
-    return Path(os.environ["PARITY_DIR"])
-
-
-@pytest.fixture(scope="module")
 def golden(parity_dir):
     return np.load(parity_dir / "golden" / "audio.npz")
 
 
 @pytest.fixture(scope="module")
-def motion(parity_dir) -> AudioToMotion:
-    return AudioToMotion.from_checkpoint(CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints"), "cpu")
+def motion(parity_locations) -> AudioToMotion:
+    return AudioToMotion.from_checkpoint(parity_locations, "cpu")
 
 
 def _report(name: str, diff: float) -> None:

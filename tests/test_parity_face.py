@@ -3,7 +3,6 @@
 random-weight official checkpoints. Needs PARITY_DIR."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,16 @@ COEFF_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def parity_dir() -> Path:
-    value = os.environ.get("PARITY_DIR")
-    if not value:
-        pytest.skip("PARITY_DIR not set: parity tests need the golden data of tools/parity (golden.py --out DIR)")
-    path = Path(value)
-    if not (path / "golden" / "face_crop_256.npz").is_file():
-        pytest.skip(f"PARITY_DIR={path} has no golden/face_crop_256.npz")
-    return path
+def parity_dir(parity_dir: Path) -> Path:
+    """The shared golden folder, when it has the face stage's files."""
+    if not (parity_dir / "golden" / "face_crop_256.npz").is_file():
+        pytest.skip(f"PARITY_DIR={parity_dir} has no golden/face_crop_256.npz")
+    return parity_dir
 
 
 @pytest.fixture(scope="module")
-def locations(parity_dir: Path) -> CheckpointLocations:
-    return CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
+def locations(parity_locations: CheckpointLocations) -> CheckpointLocations:
+    return parity_locations
 
 
 def golden(parity_dir: Path, name: str) -> dict[str, np.ndarray]:

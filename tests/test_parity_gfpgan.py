@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from sadtalker.checkpoints import CheckpointLocations, load_network
 from sadtalker.enhancer import FaceEnhancer, _to_input, _to_uint8_rgb
 
 pytestmark = pytest.mark.parity
@@ -18,16 +17,8 @@ TOLERANCE = 2e-3
 
 
 @pytest.fixture(scope="module")
-def parity_dir() -> Path:
-    if not os.environ.get("PARITY_DIR"):
-        pytest.skip("PARITY_DIR not set: golden data from shared/tools/parity is needed")
-    return Path(os.environ["PARITY_DIR"])
-
-
-@pytest.fixture(scope="module")
-def enhancer(parity_dir) -> FaceEnhancer:
-    locations = CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
-    return FaceEnhancer.from_checkpoint(locations, landmarks=lambda rgb: np.zeros((0, 5, 2)), use_parse=True)
+def enhancer(parity_locations) -> FaceEnhancer:
+    return FaceEnhancer.from_checkpoint(parity_locations, landmarks=lambda rgb: np.zeros((0, 5, 2)), use_parse=True)
 
 
 def _noise_maps(golden) -> list[torch.Tensor]:

@@ -1,7 +1,6 @@
 """Parity of the face renderer with the original SadTalker (golden data from shared/tools/parity, PARITY_DIR)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +13,6 @@ KP_TOL = 1e-4
 FRAME_TOL = 2e-3
 
 
-@pytest.fixture(scope="module")
-def parity_dir() -> Path:
-    value = os.environ.get("PARITY_DIR")
-    if not value:
-        pytest.skip("PARITY_DIR not set: golden data from shared/tools/parity/golden.py is needed")
-    return Path(value)
-
-
-def _locations(parity_dir: Path):
-    from sadtalker.checkpoints import CheckpointLocations
-
-    return CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
-
-
 def _max(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
@@ -37,14 +22,14 @@ def _max(a, b) -> float:
     ("render_full_256", "full", 256, "face_full_256"),
     ("render_crop_512", "crop", 512, "face_crop_512"),
 ])
-def test_renderer_matches_original(parity_dir: Path, stage: str, mode: str, size: int, face: str,
+def test_renderer_matches_original(parity_dir: Path, parity_locations, stage: str, mode: str, size: int, face: str,
                                    record_property) -> None:
     from sadtalker.facerender import FaceRenderer, renderer_coefficients, source_tensor
 
     g = dict(np.load(parity_dir / "golden" / f"{stage}.npz"))
     face_npz = np.load(parity_dir / "golden" / f"{face}.npz")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    renderer = FaceRenderer.from_checkpoint(_locations(parity_dir), size=size, device="cpu")
+    renderer = FaceRenderer.from_checkpoint(parity_locations, size=size, device="cpu")
 
     # Inputs: the source picture and the coefficient windows, built by our code from the same raw inputs.
     image = source_tensor(face_npz["out_crop_png"], size)
