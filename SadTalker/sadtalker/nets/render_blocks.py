@@ -249,10 +249,8 @@ class SpectralNormConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o, c, k, _ = self.weight_orig.shape
         if winograd.applies(x, c, o, (k, k), (1, 1), (self.padding, self.padding), (1, 1), 1):
-            cache = self.__dict__.setdefault("_winograd_weights", winograd.TransformedWeights())
-            u, bias = cache.get((self.weight_orig, self.weight_u, self.weight_v, self.bias), self.weight,
-                                lambda: self.bias)
-            return winograd.winograd_conv2d(x, u, bias)
+            return winograd.cached_conv(self, x, (self.weight_orig, self.weight_u, self.weight_v, self.bias),
+                                        self.weight, lambda: self.bias)
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
 
@@ -288,10 +286,9 @@ class SPADE(nn.Module):
         if not winograd.applies(hidden, g.in_channels, g.out_channels, g.kernel_size, g.stride, g.padding,
                                 g.dilation, g.groups):
             return g(hidden), b(hidden)
-        cache = self.__dict__.setdefault("_winograd_gamma_beta", winograd.TransformedWeights())
-        u, bias = cache.get((g.weight, g.bias, b.weight, b.bias), lambda: torch.cat([g.weight, b.weight]),
-                            lambda: torch.cat([g.bias, b.bias]))
-        both = winograd.winograd_conv2d(hidden, u, bias)                      # (B, 2 * norm_nc, H, W)
+        both = winograd.cached_conv(self, hidden, (g.weight, g.bias, b.weight, b.bias),
+                                    lambda: torch.cat([g.weight, b.weight]),
+                                    lambda: torch.cat([g.bias, b.bias]))          # (B, 2 * norm_nc, H, W)
         return both[:, :g.out_channels], both[:, g.out_channels:]
 
 

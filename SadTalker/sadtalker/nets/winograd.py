@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 # Interpolation points of the Cook-Toom construction (plus the point at infinity), chosen for fp32 accuracy.
 POINTS: dict[int, tuple[float, ...]] = {
@@ -160,7 +159,8 @@ class TransformedWeights:
             key.append((t.data_ptr(), t._version, t.shape))
         return tuple(key)
 
-    def get(self, sources: Sequence[torch.Tensor | None], weights: "callable", biases: "callable"
+    def get(self, sources: Sequence[torch.Tensor | None], weights: Callable[[], torch.Tensor],
+            biases: Callable[[], torch.Tensor | None]
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3) / (O,) or None."""
         key = self._version_key(sources)
@@ -192,6 +192,13 @@ def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if not applies(x, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation, conv.groups):
         return conv(x)
-    cache = conv.__dict__.setdefault("_winograd_weights", TransformedWeights())
-    u, bias = cache.get((conv.weight, conv.bias), lambda: conv.weight, lambda: conv.bias)
-    return winograd_conv2d(x, u, bias)
+    return cached_conv(conv, x, (conv.weight, conv.bias), lambda: conv.weight, lambda: conv.bias)
+
+
+def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch.Tensor | None],
+                weight: Callable[[], torch.Tensor], bias: Callable[[], torch.Tensor | None]) -> torch.Tensor:
+    """Winograd conv of `x` with the weights `weight()` / `bias()` derive from `sources`, transformed once and
+    kept on `owner` (a plain attribute: not in its state dict)."""
+    cache = owner.__dict__.setdefault("_winograd_weights", TransformedWeights())
+    u, b = cache.get(sources, weight, bias)
+    return winograd_conv2d(x, u, b)
