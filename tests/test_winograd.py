@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from sadtalker.nets import winograd
-from sadtalker.nets.render_blocks import SPADE, SpectralNormConv2d
+from sadtalker.nets.render_blocks import SPADE, SPADEResnetBlock, SpectralNormConv2d
 
 
 @pytest.mark.parametrize("m", [2, 4, 6])
@@ -63,6 +63,28 @@ def test_spade_fast_path_equals_the_plain_one():
     with torch.inference_mode(), winograd.winograd_enabled():
         fast = spade(x, seg)
     assert (fast - plain).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("fin, fout, size", [(128, 64, 32), (128, 128, 16)])
+def test_resnet_block_fast_path_equals_the_plain_one(fin, fout, size):
+    """With a learned shortcut the fast path folds conv_s into norm_s's beta; without one it only shares the norm."""
+    torch.manual_seed(fin + fout)
+    block = SPADEResnetBlock(fin, fout, 96).eval()
+    with torch.no_grad():
+        block.conv_0.weight_u.normal_()  # spectral-norm vectors as a checkpoint would have them
+        block.conv_0.weight_v.normal_()
+        if block.learned_shortcut:
+            block.conv_s.weight_u.normal_()
+            block.conv_s.weight_v.normal_()
+    x, seg = torch.randn(2, fin, size, size), torch.randn(2, 96, size // 4, size // 4)
+    with torch.no_grad():
+        plain = block(x, seg)
+    with torch.inference_mode(), winograd.winograd_enabled():
+        fast = block(x, seg)
+        again = block(x, seg)  # from the cached folded weights
+    assert block.learned_shortcut == (fin != fout)
+    assert (fast - plain).abs().max().item() < 1e-4 * plain.abs().max().item()
+    assert torch.equal(fast, again)
 
 
 def test_official_renderer_frames_equal_with_and_without_winograd(official_checkpoints):

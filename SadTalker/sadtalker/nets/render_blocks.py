@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -265,15 +266,19 @@ class SPADE(nn.Module):
         self.mlp_beta = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        normalized = self.param_free_norm(x)
-        scale = x.shape[-1] // segmap.shape[-1]
-        if scale > 1 and tuple(x.shape[2:]) == (segmap.shape[-2] * scale, segmap.shape[-1] * scale):
+        return self.modulate(self.param_free_norm(x), self.hidden(segmap, x.shape[-2:]))
+
+    def hidden(self, segmap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """mlp_shared(segmap resized to `size`): the features gamma and beta are predicted from."""
+        scale = size[-1] // segmap.shape[-1]
+        if scale > 1 and tuple(size) == (segmap.shape[-2] * scale, segmap.shape[-1] * scale):
             # mlp_shared(nearest upsample(segmap)), computed at the segmap's resolution
             conv = self.mlp_shared[0]
-            hidden = F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
-        else:
-            hidden = F.relu(winograd.conv2d(self.mlp_shared[0],
-                                            F.interpolate(segmap, size=x.shape[2:], mode="nearest")))
+            return F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
+        return F.relu(winograd.conv2d(self.mlp_shared[0], F.interpolate(segmap, size=tuple(size), mode="nearest")))
+
+    def modulate(self, normalized: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """normalized * (1 + gamma) + beta; `normalized` is left unchanged."""
         gamma, beta = self.gamma_beta(hidden)
         if torch.is_inference_mode_enabled() and gamma.dtype == normalized.dtype == beta.dtype:
             # the same arithmetic in gamma's buffer: no full-size temporaries (these maps reach 256x256x256)
@@ -309,7 +314,37 @@ class SPADEResnetBlock(nn.Module):
             self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))   # SPADE's output is its own
+        normalized = self.norm_0.param_free_norm(x)     # norm_s's parameter-free norm is the same: computed once
+        shortcut = self.shortcut(normalized, seg) if self.learned_shortcut else x
+        dx = self.norm_0.modulate(normalized, self.norm_0.hidden(seg, x.shape[-2:]))
+        dx = self.conv_0(F.leaky_relu(dx, 0.2, inplace=True))                    # SPADE's output is its own
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return shortcut + dx
+
+    def shortcut(self, normalized: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """conv_s(norm_s(x, seg)) from norm_s's parameter-free norm of x.
+
+        On the Winograd path the 1x1 conv_s is folded into mlp_beta: conv_s(n * (1 + gamma) + beta) =
+        conv_s(n * (1 + gamma)) + (W_s W_beta) * hidden + W_s b_beta, so beta is computed with fout instead of fin
+        output channels (fin 256 -> fout 64 at 256x256 in up_1). Equal up to float rounding.
+        """
+        norm, conv = self.norm_s, self.conv_s
+        hidden = norm.hidden(seg, normalized.shape[-2:])
+        g, b = norm.mlp_gamma, norm.mlp_beta
+        fin, fout = g.out_channels, conv.weight_orig.shape[0]
+        if not winograd.applies(hidden, g.in_channels, fin + fout, g.kernel_size, g.stride, g.padding, g.dilation,
+                                g.groups):
+            return conv(norm.modulate(normalized, hidden))
+        shortcut_weight = conv.weight().detach()                                  # (fout, fin, 1, 1)
+
+        def weights() -> torch.Tensor:
+            folded = torch.einsum("of,fchw->ochw", shortcut_weight[:, :, 0, 0].double(), b.weight.double())
+            return torch.cat([g.weight.double(), folded])
+
+        def biases() -> torch.Tensor:
+            return torch.cat([g.bias.double(), shortcut_weight[:, :, 0, 0].double() @ b.bias.double()])
+
+        both = winograd.cached_conv(self, hidden, (g.weight, g.bias, b.weight, b.bias, conv.weight_orig,
+                                                   conv.weight_u, conv.weight_v), weights, biases, slot="shortcut")
+        scaled = both[:, :fin].add_(1).mul_(normalized)                           # n * (1 + gamma)
+        return F.conv2d(scaled, shortcut_weight).add_(both[:, fin:])

@@ -105,10 +105,13 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     bt, at = _tile_operators(m)
     out = x.new_empty(b, o, th * m, tw * m)
     band = x.new_zeros(c, rows * m + 2, tw * m + 2)        # one zero-padded band of input rows
-    d_buf = x.new_empty(n * n, c * rows * tw)
-    v_buf = torch.empty_like(d_buf)
+    # Layouts keep the gathers and scatters contiguous: input tiles are gathered with their n x n values innermost
+    # (rows of the band), and the output transform is computed transposed, so each tile's m x m outputs come out
+    # together and are scattered as whole rows of m values.
+    d_buf = x.new_empty(c * rows * tw, n * n)
+    v_buf = x.new_empty(n * n, c * rows * tw)
     m_buf = x.new_empty(n * n, o * rows * tw)
-    y_buf = x.new_empty(m * m, o * rows * tw)
+    y_buf = x.new_empty(o * rows * tw, m * m)
     bias_view = None if bias is None else bias.view(o, 1, 1, 1, 1)
     for bi in range(b):
         for t0 in range(0, th, rows):
@@ -120,12 +123,12 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
                 band.zero_()
             band[:, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, lo:hi])
             s = band.stride()
-            d = d_buf[:, :c * tiles]
-            d.view(n, n, c, r, tw).copy_(band.as_strided((n, n, c, r, tw), (s[1], s[2], s[0], m * s[1], m * s[2])))
-            v = torch.mm(bt, d, out=v_buf[:, :c * tiles])                              # B^T d B
+            d = d_buf[:c * tiles]
+            d.view(c, r, tw, n, n).copy_(band.as_strided((c, r, tw, n, n), (s[0], m * s[1], m * s[2], s[1], s[2])))
+            v = torch.mm(bt, d.t(), out=v_buf[:, :c * tiles])                              # B^T d B
             prod = torch.bmm(u, v.view(n * n, c, tiles), out=m_buf[:, :o * tiles].view(n * n, o, tiles))
-            y = torch.mm(at, prod.view(n * n, o * tiles), out=y_buf[:, :o * tiles])    # A^T M A
-            tile_out = y.view(m, m, o, r, tw).permute(2, 3, 0, 4, 1)                    # (O, r, m, tw, m)
+            y = torch.mm(prod.view(n * n, o * tiles).t(), at.t(), out=y_buf[:o * tiles])   # (A^T M A)^T
+            tile_out = y.view(o, r, tw, m, m).permute(0, 1, 3, 2, 4)                      # (O, r, m, tw, m)
             target = out[bi, :, t0 * m:(t0 + r) * m].view(o, r, m, tw, m)
             if bias_view is None:
                 target.copy_(tile_out)
@@ -196,9 +199,10 @@ def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch.Tensor | None],
-                weight: Callable[[], torch.Tensor], bias: Callable[[], torch.Tensor | None]) -> torch.Tensor:
+                weight: Callable[[], torch.Tensor], bias: Callable[[], torch.Tensor | None],
+                slot: str = "weights") -> torch.Tensor:
     """Winograd conv of `x` with the weights `weight()` / `bias()` derive from `sources`, transformed once and
-    kept on `owner` (a plain attribute: not in its state dict)."""
-    cache = owner.__dict__.setdefault("_winograd_weights", TransformedWeights())
+    kept on `owner` under `slot` (a plain attribute: not in its state dict)."""
+    cache = owner.__dict__.setdefault(f"_winograd_{slot}", TransformedWeights())
     u, b = cache.get(sources, weight, bias)
     return winograd_conv2d(x, u, b)
