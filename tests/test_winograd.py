@@ -26,6 +26,24 @@ def test_matches_conv2d(m, shape):
     assert (got - ref).abs().max().item() <= tolerance * ref.abs().max().item()
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 80, 16, 16, 16), (1, 96, 64, 5, 13, 9), (2, 64, 64, 1, 4, 4)])
+def test_matches_conv3d(shape):
+    b, c, o, d, h, w = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(b, c, d, h, w, generator=gen)
+    weight = torch.randn(o, c, 3, 3, 3, generator=gen) / (5 * c**0.5)
+    bias = torch.randn(o, generator=gen)
+    ref = F.conv3d(x, weight, bias, padding=1)
+    got = winograd.winograd_conv3d(x, winograd.transform_weight(weight), bias, chunk_tiles=8)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() <= 2e-5 * ref.abs().max().item()
+    conv = torch.nn.Conv3d(c, o, 3, padding=1)
+    with torch.inference_mode(), winograd.winograd_enabled():
+        assert winograd.applies(x, c, o, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
+        expected = conv(x)
+        assert (winograd.conv(conv, x) - expected).abs().max().item() <= 2e-5 * expected.abs().max().item()
+
+
 def test_narrow_or_other_convolutions_keep_torchs_path():
     conv = torch.nn.Conv2d(3, 64, 3, padding=1)
     x = torch.randn(1, 3, 16, 16)
@@ -33,7 +51,8 @@ def test_narrow_or_other_convolutions_keep_torchs_path():
         assert not winograd.applies(x, 3, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)
         assert not winograd.applies(torch.randn(1, 64, 8, 8), 64, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1)
         assert not winograd.applies(torch.randn(1, 64, 8, 8).double(), 64, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        assert torch.equal(winograd.conv2d(conv, x), conv(x))
+        assert not winograd.applies(torch.randn(1, 64, 4, 8, 8), 64, 64, (7, 7, 7), (1, 1, 1), (3, 3, 3), (1, 1, 1), 1)
+        assert torch.equal(winograd.conv(conv, x), conv(x))
     assert not winograd.applies(torch.randn(1, 64, 8, 8), 64, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)  # off
 
 

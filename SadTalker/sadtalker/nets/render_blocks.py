@@ -95,7 +95,7 @@ class DownBlock2d(nn.Module):
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(F.relu(self.norm(winograd.conv2d(self.conv, x))))
+        return self.pool(F.relu(self.norm(winograd.conv(self.conv, x))))
 
 
 class DownBlock3d(nn.Module):
@@ -108,7 +108,7 @@ class DownBlock3d(nn.Module):
         self.pool = nn.AvgPool3d(kernel_size=(1, 2, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(F.relu(self.norm(self.conv(x))))
+        return self.pool(F.relu(self.norm(winograd.conv(self.conv, x))))
 
 
 class UpBlock3d(nn.Module):
@@ -135,7 +135,7 @@ class SameBlock2d(nn.Module):
         self.ac = nn.LeakyReLU() if leaky else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ac(self.norm(winograd.conv2d(self.conv, x)))
+        return self.ac(self.norm(winograd.conv(self.conv, x)))
 
 
 class ResBlock3d(nn.Module):
@@ -149,8 +149,8 @@ class ResBlock3d(nn.Module):
         self.norm2 = nn.BatchNorm3d(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.norm1(x)))
-        out = self.conv2(F.relu(self.norm2(out)))
+        out = winograd.conv(self.conv1, F.relu(self.norm1(x)))
+        out = winograd.conv(self.conv2, F.relu(self.norm2(out)))
         return out + x
 
 
@@ -183,7 +183,7 @@ class HourglassDecoder(nn.Module):
         out = skips[-1]
         for block, skip in zip(self.up_blocks, reversed(skips[:-1])):
             out = torch.cat([block(out), skip], dim=1)
-        return F.relu(self.norm(self.conv(out)))
+        return F.relu(self.norm(winograd.conv(self.conv, out)))
 
 
 class Hourglass3d(nn.Module):
@@ -275,7 +275,7 @@ class SPADE(nn.Module):
             # mlp_shared(nearest upsample(segmap)), computed at the segmap's resolution
             conv = self.mlp_shared[0]
             return F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
-        return F.relu(winograd.conv2d(self.mlp_shared[0], F.interpolate(segmap, size=tuple(size), mode="nearest")))
+        return F.relu(winograd.conv(self.mlp_shared[0], F.interpolate(segmap, size=tuple(size), mode="nearest")))
 
     def modulate(self, normalized: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """normalized * (1 + gamma) + beta; `normalized` is left unchanged."""

@@ -29,7 +29,7 @@ class SPADEDecoder(nn.Module):
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         seg = feature                                         # (B, 256, h, w)
-        x = winograd.conv2d(self.fc, feature)                 # (B, 512, h, w)
+        x = winograd.conv(self.fc, feature)                 # (B, 512, h, w)
         for i in range(NUM_MIDDLE_BLOCKS):
             x = getattr(self, f"G_middle_{i}")(x, seg)
         x = self.up_0(self.up(x), seg)                        # (B, 256, 2h, 2w)

@@ -1,4 +1,5 @@
-"""Winograd minimal-filtering convolution F(m x m, 3 x 3) for the renderer's wide 3x3 convolutions on CPU.
+"""Winograd minimal-filtering convolution F(m x m, 3 x 3) for the renderer's wide 3x3 (and 3x3x3) convolutions
+on CPU.
 
 A 3x3 stride-1 padding-1 convolution over m x m output tiles costs (m + 2)^2 multiplies per tile and channel
 pair instead of 9 m^2 (4x fewer for m = 4): the weights are transformed once (U = G g G^T), input tiles are
@@ -79,9 +80,12 @@ def _tile_operators(m: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def transform_weight(weight: torch.Tensor, m: int = DEFAULT_TILE) -> torch.Tensor:
-    """(O, C, 3, 3) -> U = G g G^T as (n^2, O, C) fp32, computed in float64."""
-    if weight.shape[-2:] != (KERNEL, KERNEL):
-        raise ValueError(f"Winograd needs 3x3 kernels; got {tuple(weight.shape)}")
+    """(O, C, 3, 3) -> U = G g G^T as (n^2, O, C); (O, C, 3, 3, 3) -> (3, n^2, O, C), one per depth tap.
+    Computed in float64, stored fp32."""
+    if weight.dim() == 5 and weight.shape[2] == KERNEL:
+        return torch.stack([transform_weight(weight[:, :, k], m) for k in range(KERNEL)])
+    if weight.shape[-2:] != (KERNEL, KERNEL) or weight.dim() != 4:
+        raise ValueError(f"Winograd needs 3x3 or 3x3x3 kernels; got {tuple(weight.shape)}")
     _, g, _ = transform_matrices(m)
     u = torch.einsum("ai,ocij,bj->aboc", g, weight.detach().double(), g)       # (n, n, O, C)
     return u.reshape(-1, *weight.shape[:2]).float().contiguous()
@@ -139,6 +143,60 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     return out
 
 
+def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
+                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES) -> torch.Tensor:
+    """conv3d(x, weight, bias, padding=1) for a 3x3x3 kernel with U = transform_weight(weight, m).
+
+    A 3x3x3 convolution is the sum over its three depth taps of 3x3 convolutions of neighbouring depth slices, so
+    each slice is transformed once and every output slice accumulates three matrix products of transformed
+    slices (the same 4x fewer multiplies as in 2D). x (B, C, D, H, W) -> (B, O, D, H, W).
+    """
+    n = m + KERNEL - 1
+    b, c, depth, h, w = x.shape
+    o = u.shape[2]
+    if u.shape != (KERNEL, n * n, o, c):
+        raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
+    th, tw = -(-h // m), -(-w // m)
+    dp = depth + 2                                           # zero slice before and after
+    rows = max(1, min(th, chunk_tiles // (tw * dp)))
+    bt, at = _tile_operators(m)
+    out = x.new_empty(b, o, depth, th * m, tw * m)
+    band = x.new_zeros(c, dp, rows * m + 2, tw * m + 2)
+    d_buf = x.new_empty(c * dp * rows * tw, n * n)
+    v_buf = x.new_empty(n * n, c * dp * rows * tw)
+    m_buf = x.new_empty(n * n, o * depth * rows * tw)
+    y_buf = x.new_empty(o * depth * rows * tw, m * m)
+    bias_view = None if bias is None else bias.view(o, 1, 1, 1, 1, 1)
+    for bi in range(b):
+        for t0 in range(0, th, rows):
+            r = min(rows, th - t0)
+            tiles = r * tw
+            first, last = t0 * m - 1, (t0 + r) * m + 1
+            lo, hi = max(first, 0), min(last, h)
+            if lo > first or hi < last:
+                band.zero_()
+            band[:, 1:depth + 1, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, :, lo:hi])
+            s = band.stride()
+            d = d_buf[:c * dp * tiles]
+            d.view(c, dp, r, tw, n, n).copy_(band.as_strided((c, dp, r, tw, n, n),
+                                                             (s[0], s[1], m * s[2], m * s[3], s[2], s[3])))
+            v = torch.mm(bt, d.t(), out=v_buf[:, :c * dp * tiles]).view(n * n, c, dp * tiles)
+            prod = m_buf[:, :o * depth * tiles].view(n * n, o, depth * tiles)
+            torch.bmm(u[0], v[:, :, :depth * tiles], out=prod)          # slices d-1, d, d+1 for each output d
+            for k in range(1, KERNEL):
+                prod.baddbmm_(u[k], v[:, :, k * tiles:(k + depth) * tiles])
+            y = torch.mm(prod.view(n * n, -1).t(), at.t(), out=y_buf[:o * depth * tiles])
+            tile_out = y.view(o, depth, r, tw, m, m).permute(0, 1, 2, 4, 3, 5)           # (O, D, r, m, tw, m)
+            target = out[bi, :, :, t0 * m:(t0 + r) * m].view(o, depth, r, m, tw, m)
+            if bias_view is None:
+                target.copy_(tile_out)
+            else:
+                torch.add(tile_out, bias_view, out=target)
+    if th * m != h or tw * m != w:
+        out = out[..., :h, :w].contiguous()
+    return out
+
+
 class TransformedWeights:
     """Winograd weights of one or more convs sharing an input (concatenated outputs), rebuilt only when a source
     tensor changes (new storage or an in-place update). Not a module: state dicts and checkpoint keys are unchanged.
@@ -165,7 +223,8 @@ class TransformedWeights:
     def get(self, sources: Sequence[torch.Tensor | None], weights: Callable[[], torch.Tensor],
             biases: Callable[[], torch.Tensor | None]
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3) / (O,) or None."""
+        """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3[, 3]) / (O,) or
+        None."""
         key = self._version_key(sources)
         if key is None or key != self._key:
             with torch.no_grad():
@@ -184,14 +243,16 @@ MIN_CHANNELS = 64  # narrower convolutions (the image in/out layers) gain nothin
 
 def applies(x: torch.Tensor, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Sequence[int],
             padding: Sequence[int] | str, dilation: Sequence[int], groups: int) -> bool:
-    """Whether a Conv2d of this shape on `x` takes the Winograd path now."""
-    return (winograd_active(x) and tuple(kernel) == (KERNEL, KERNEL) and tuple(stride) == (1, 1)
-            and tuple(padding) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
-            and min(in_channels, out_channels) >= MIN_CHANNELS)
+    """Whether a Conv2d (or Conv3d) of this shape on `x` takes the Winograd path now."""
+    dims = x.dim() - 2
+    return (winograd_active(x) and dims in (2, 3) and tuple(kernel) == (KERNEL,) * dims
+            and tuple(stride) == (1,) * dims and tuple(padding) == (1,) * dims and tuple(dilation) == (1,) * dims
+            and groups == 1 and min(in_channels, out_channels) >= MIN_CHANNELS)
 
 
-def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)`, through Winograd when enabled and the layer is a wide 3x3 one (weights transformed once)."""
+def conv(conv: torch.nn.Conv2d | torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)`, through Winograd when enabled and the layer is a wide 3x3 (or 3x3x3) one (weights transformed
+    once)."""
     if not applies(x, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation, conv.groups):
         return conv(x)
@@ -205,4 +266,4 @@ def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch
     kept on `owner` under `slot` (a plain attribute: not in its state dict)."""
     cache = owner.__dict__.setdefault(f"_winograd_{slot}", TransformedWeights())
     u, b = cache.get(sources, weight, bias)
-    return winograd_conv2d(x, u, b)
+    return (winograd_conv3d if x.dim() == 5 else winograd_conv2d)(x, u, b)
