@@ -202,8 +202,10 @@ class TransformedWeights:
     tensor changes (new storage or an in-place update). Not a module: state dicts and checkpoint keys are unchanged.
     """
 
-    def __init__(self, m: int = DEFAULT_TILE) -> None:
+    def __init__(self, m: int = DEFAULT_TILE,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.m = m
+        self._transform = transform or functools.partial(transform_weight, m=m)  # or another fast path's
         self._key: tuple | None = None
         self._u: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
@@ -228,7 +230,7 @@ class TransformedWeights:
         key = self._version_key(sources)
         if key is None or key != self._key:
             with torch.no_grad():
-                u = transform_weight(weights(), self.m)
+                u = self._transform(weights())
                 bias = biases()
                 bias = None if bias is None else bias.detach().float().contiguous()
             if key is None:
