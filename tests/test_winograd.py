@@ -121,3 +121,19 @@ def test_official_renderer_frames_equal_with_and_without_winograd(official_check
     renderer.winograd = False
     plain = next(renderer.render_batches(state, target, "crop", batch_size=2)).frames
     assert (fast - plain).abs().max().item() < 2e-3  # the renderer's parity tolerance; measured ~1e-5
+
+
+def test_renderer_loaded_inside_inference_mode_has_normal_weights(official_checkpoints):
+    """The pipeline loads the 512 renderer lazily inside a request's inference mode; its weights must still be
+    normal tensors, or the fast paths could not keep their transformed weights and would redo them every pass."""
+    from sadtalker.facerender import FaceRenderer
+
+    with torch.inference_mode():
+        renderer = FaceRenderer.from_checkpoint(official_checkpoints, size=256, device="cpu")
+    tensors = [*renderer.generator.parameters(), *renderer.generator.buffers()]
+    assert tensors and not any(t.is_inference() for t in tensors)
+    cache = winograd.TransformedWeights()
+    weight = renderer.generator.decoder.fc.weight
+    first, _ = cache.get((weight,), lambda: weight, lambda: None)
+    second, _ = cache.get((weight,), lambda: weight, lambda: None)
+    assert second is first  # kept, not rebuilt

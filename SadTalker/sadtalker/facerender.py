@@ -192,10 +192,13 @@ class FaceRenderer:
         if size not in (256, 512):
             raise InvalidInputError(f"size must be 256 or 512; got {size!r}")
         path = locations.require(locations.sadtalker_file(size))
-        kp = load_network(KPDetector(), path, "keypoint detector (kp_extractor)", prefix="kp_extractor.",
-                          hint=locations.download_hint)
-        gen = load_network(OcclusionAwareSPADEGenerator(), path, "face generator", prefix="generator.",
-                           hint=locations.download_hint)
+        # Normal tensors even when loaded lazily inside a request's inference mode: the fast paths keep their
+        # transformed weights keyed on the weights' version counters, which inference tensors do not have.
+        with torch.inference_mode(False):
+            kp = load_network(KPDetector(), path, "keypoint detector (kp_extractor)", prefix="kp_extractor.",
+                              hint=locations.download_hint)
+            gen = load_network(OcclusionAwareSPADEGenerator(), path, "face generator", prefix="generator.",
+                               hint=locations.download_hint)
         logger.info("face renderer %d loaded from %s", size, path.name)
         return cls(kp, gen, size, torch.device(device), locations, precision=precision, compile=compile,
                    winograd=winograd)
