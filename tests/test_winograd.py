@@ -39,7 +39,8 @@ def test_matches_conv3d(shape):
     assert (got - ref).abs().max().item() <= 2e-5 * ref.abs().max().item()
     conv = torch.nn.Conv3d(c, o, 3, padding=1)
     with torch.inference_mode(), winograd.winograd_enabled():
-        assert winograd.applies(x, c, o, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1)
+        # small planes keep torch's kernel (little gain, large transformed weights)
+        assert winograd.applies(x, c, o, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1) == (min(h, w) >= 16)
         expected = conv(x)
         assert (winograd.conv(conv, x) - expected).abs().max().item() <= 2e-5 * expected.abs().max().item()
 

@@ -241,6 +241,9 @@ class TransformedWeights:
 
 
 MIN_CHANNELS = 64  # narrower convolutions (the image in/out layers) gain nothing: torch's own kernel is used
+# 3D convolutions on planes smaller than this (the hourglass's deepest, widest layers) gain little and their
+# transformed weights would be large (226 MB for the 512 -> 1024 one): torch's kernel is used there.
+MIN_3D_PLANE = 16
 
 
 def applies(x: torch.Tensor, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Sequence[int],
@@ -249,7 +252,8 @@ def applies(x: torch.Tensor, in_channels: int, out_channels: int, kernel: Sequen
     dims = x.dim() - 2
     return (winograd_active(x) and dims in (2, 3) and tuple(kernel) == (KERNEL,) * dims
             and tuple(stride) == (1,) * dims and tuple(padding) == (1,) * dims and tuple(dilation) == (1,) * dims
-            and groups == 1 and min(in_channels, out_channels) >= MIN_CHANNELS)
+            and groups == 1 and min(in_channels, out_channels) >= MIN_CHANNELS
+            and (dims == 2 or min(x.shape[-2:]) >= MIN_3D_PLANE))
 
 
 def conv(conv: torch.nn.Conv2d | torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
