@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_roll", nargs="+", type=float, help="fixed head roll in degrees")
     p.add_argument("--enhancer", choices=("gfpgan",), help="face enhancer (gfpgan; RestoreFormer is not provided)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    p.add_argument("--no_fast_paths", action="store_true",
+                   help="torch's own convolutions in the renderer on the CPU: ~1 GB less memory, slower")
     p.add_argument("--still", action="store_true", help="keep the head still (less head motion; good with full)")
     p.add_argument("--preprocess", default="crop", choices=PREPROCESS_CHOICES, help="how the picture is used")
     p.add_argument("--seed", type=int, default=0, help="random seed (blinks, pose noise): same seed, same video")
@@ -113,13 +115,13 @@ def output_path(result_dir: Path) -> Path:
     return path
 
 
-def load_pipeline(locations, device: str, size: int, enhancer: bool):
+def load_pipeline(locations, device: str, size: int, enhancer: bool, cpu_fast_paths: bool = True):
     """The pipeline with every network this run needs loaded now (so a bad file fails before rendering)."""
     from sadtalker.errors import CheckpointError
     from sadtalker.pipeline import SadTalkerPipeline
 
     try:
-        pipeline = SadTalkerPipeline.from_checkpoint(locations, device=device)
+        pipeline = SadTalkerPipeline.from_checkpoint(locations, device=device, cpu_fast_paths=cpu_fast_paths)
     except ImportError as exc:  # a stage module missing from this build
         raise CheckpointError(f"the SadTalker engine cannot be loaded: {exc}") from exc
     pipeline.renderer(size)
@@ -164,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = None
     try:
         check_checkpoints(locations, options.size, options.enhancer)
-        pipeline = load_pipeline(locations, "cpu" if args.cpu else "auto", options.size, options.enhancer)
+        pipeline = load_pipeline(locations, "cpu" if args.cpu else "auto", options.size, options.enhancer,
+                                 cpu_fast_paths=not args.no_fast_paths)
         out = output_path(Path(args.result_dir))
         progress = TqdmProgress()
         audio = Path(args.driven_audio) if args.driven_audio and not options.idle_mode else None

@@ -295,8 +295,8 @@ def _renderer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from sadtalker.facerender import FaceRenderer
 
     accepted = inspect.signature(FaceRenderer.from_checkpoint).parameters
-    wanted = {"precision": args.precision, "compile": args.compile}
-    return {k: v for k, v in wanted.items() if k in accepted and v not in (None, False)}
+    wanted = {"precision": args.precision, "compile": args.compile, "winograd": False if args.no_fast_paths else None}
+    return {k: v for k, v in wanted.items() if k in accepted and v is not None and (k == "winograd" or v)}
 
 
 # ------------------------------------------------------------------------------------------------ the original
@@ -414,6 +414,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
     ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
                     help="renderer precision on CUDA (fp32 on CPU)")
+    ap.add_argument("--no-fast-paths", action="store_true",
+                    help="our renderer on torch's own CPU convolutions (no Winograd / FFT): the speed-memory trade")
     ap.add_argument("--compile", action="store_true", help="torch.compile the renderer networks")
     ap.add_argument("--checkpoints", help="checkpoint folder (default: $PARITY_DIR/checkpoints or random files)")
     ap.add_argument("--gfpgan-weights", help="GFPGAN/facexlib weights folder")

@@ -121,8 +121,8 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
     torch.set_num_threads(1)  # the tiny nets are faster on one thread
     loaded = {}
 
-    def fake_load(locations, device, size, enhancer):
-        loaded.update(locations=locations, device=device, size=size)
+    def fake_load(locations, device, size, enhancer, cpu_fast_paths=True):
+        loaded.update(locations=locations, device=device, size=size, cpu_fast_paths=cpu_fast_paths)
         return SadTalkerPipeline(StandInFaceStage(), StandInMotionStage(), {256: tiny_renderer(64)},
                                  torch.device("cpu"))
 
@@ -130,7 +130,8 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
     try:
         code, out, err = run_main(capsys, "--source_image", str(portrait_path), "--idle_seconds", "0.4",
                                   "--checkpoint_dir", str(placeholder_checkpoints),
-                                  "--result_dir", str(tmp_path / "res"), "--preprocess", "full", "--cpu")
+                                  "--result_dir", str(tmp_path / "res"), "--preprocess", "full", "--cpu",
+                                  "--no_fast_paths")
     finally:
         torch.set_num_threads(threads)
     assert code == 0, err
@@ -139,5 +140,6 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
     info = probe(video)
     assert (info.num_frames, info.width, info.height) == (10, 512, 512)
     assert loaded["device"] == "cpu" and loaded["locations"].checkpoint_dir == placeholder_checkpoints
+    assert loaded["cpu_fast_paths"] is False
     assert "100%" in err  # the tqdm bar reached the end
     assert np.isclose(info.audio_seconds, 0.4, atol=0.05)

@@ -138,3 +138,16 @@ def test_renderer_loaded_inside_inference_mode_has_normal_weights(official_check
     first, _ = cache.get((weight,), lambda: weight, lambda: None)
     second, _ = cache.get((weight,), lambda: weight, lambda: None)
     assert second is first  # kept, not rebuilt
+
+
+def test_fast_paths_can_be_turned_off_for_the_service(official_checkpoints, monkeypatch):
+    """SADTALKER_CPU_FAST_PATHS=0 (about 1 GB less memory) reaches the renderer the pipeline loads."""
+    from sadtalker.pipeline import SadTalkerPipeline
+    from sadtalker.service import ServiceConfig
+
+    monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "0")
+    assert ServiceConfig.from_env().cpu_fast_paths is False
+    monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "1")
+    assert ServiceConfig.from_env().cpu_fast_paths is True
+    pipeline = SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu", cpu_fast_paths=False)
+    assert pipeline.renderers[256].winograd is False and pipeline.cpu_fast_paths is False

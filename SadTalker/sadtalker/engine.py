@@ -46,7 +46,8 @@ def no_progress(fraction: float, stage: str) -> None:
     """Default progress callback."""
 
 
-def load_engine(name: Literal["sadtalker", "landmark"], locations: CheckpointLocations, device: Device = "auto") -> Engine:
+def load_engine(name: Literal["sadtalker", "landmark"], locations: CheckpointLocations, device: Device = "auto",
+                cpu_fast_paths: bool = True) -> Engine:
     """Build one engine; its networks are loaded here, once, and kept."""
     if name == "landmark":
         from .landmark.engine import LandmarkEngine
@@ -54,7 +55,7 @@ def load_engine(name: Literal["sadtalker", "landmark"], locations: CheckpointLoc
         return LandmarkEngine()
     from .pipeline import SadTalkerPipeline
 
-    return SadTalkerPipeline.from_checkpoint(locations, device=device)
+    return SadTalkerPipeline.from_checkpoint(locations, device=device, cpu_fast_paths=cpu_fast_paths)
 
 
 def default_engine_name(locations: CheckpointLocations) -> Literal["sadtalker", "landmark"]:

@@ -95,18 +95,23 @@ class SadTalkerPipeline:
 
     def __init__(self, face: FaceStage, motion: MotionStage, renderers: dict[int, FaceRenderer],
                  device: torch.device, locations: CheckpointLocations | None = None,
-                 enhancer: EnhancerStage | None = None) -> None:
+                 enhancer: EnhancerStage | None = None, cpu_fast_paths: bool = True) -> None:
         self.face = face
         self.motion = motion
         self.renderers = dict(renderers)
         self.device = device
         self.locations = locations
         self._enhancer = enhancer
+        self.cpu_fast_paths = cpu_fast_paths      # for renderers loaded later (512)
         self._lock = threading.RLock()
 
     @classmethod
-    def from_checkpoint(cls, locations: CheckpointLocations, device: Device | str = "auto") -> "SadTalkerPipeline":
-        """Load the face, motion and 256 renderer networks now (512 and the enhancer on first use)."""
+    def from_checkpoint(cls, locations: CheckpointLocations, device: Device | str = "auto",
+                        cpu_fast_paths: bool = True) -> "SadTalkerPipeline":
+        """Load the face, motion and 256 renderer networks now (512 and the enhancer on first use).
+
+        `cpu_fast_paths=False` keeps the renderer on torch's own convolutions on the CPU: about 1 GB less memory
+        (no transformed weights kept), slower (see README, Measured)."""
         from .face3d import SourceFaceExtractor
         from .motion import AudioToMotion
 
@@ -114,11 +119,12 @@ class SadTalkerPipeline:
         started = time.perf_counter()
         face = SourceFaceExtractor.from_checkpoint(locations, device=dev)
         motion = AudioToMotion.from_checkpoint(locations, device=dev)
-        renderer = FaceRenderer.from_checkpoint(locations, size=256, device=dev)
+        renderer = FaceRenderer.from_checkpoint(locations, size=256, device=dev,
+                                                winograd=None if cpu_fast_paths else False)
         renderer.mapping("crop")
         renderer.mapping("full")
         logger.info("SadTalker pipeline loaded on %s in %.1f s", dev, time.perf_counter() - started)
-        return cls(face, motion, {256: renderer}, dev, locations)
+        return cls(face, motion, {256: renderer}, dev, locations, cpu_fast_paths=cpu_fast_paths)
 
     # The Engine protocol.
     def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
@@ -227,7 +233,8 @@ class SadTalkerPipeline:
             if size not in self.renderers:
                 if self.locations is None:
                     raise InvalidInputError(f"no {size} renderer is loaded")
-                self.renderers[size] = FaceRenderer.from_checkpoint(self.locations, size=size, device=self.device)
+                self.renderers[size] = FaceRenderer.from_checkpoint(
+                    self.locations, size=size, device=self.device, winograd=None if self.cpu_fast_paths else False)
             return self.renderers[size]
 
     def enhancer(self) -> EnhancerStage:

@@ -29,6 +29,7 @@ class ServiceConfig:
     max_queue: int = 16
     results_dir: Path = Path(os.environ.get("TMPDIR", "/tmp")) / "sadtalker-results"
     results_ttl_seconds: float = 3600.0
+    cpu_fast_paths: bool = True   # Winograd / FFT convolutions in the renderer on the CPU (~1 GB more memory)
     locations: CheckpointLocations = field(default_factory=CheckpointLocations)
 
     @classmethod
@@ -43,6 +44,7 @@ class ServiceConfig:
             concurrency=int(env.get("SADTALKER_CONCURRENCY", defaults.concurrency)),
             max_queue=int(env.get("SADTALKER_MAX_QUEUE", defaults.max_queue)),
             results_dir=Path(env.get("SADTALKER_RESULTS", defaults.results_dir)),
+            cpu_fast_paths=env.get("SADTALKER_CPU_FAST_PATHS", "1").strip().lower() not in ("0", "false", "no", "off"),
             locations=CheckpointLocations.from_env(),
         )
 
@@ -81,7 +83,8 @@ class ModelService:
         with self._load_lock:
             if name not in self._engines:
                 started = time.perf_counter()
-                self._engines[name] = load_engine(name, self.config.locations, self.config.device)  # type: ignore[arg-type]
+                self._engines[name] = load_engine(name, self.config.locations, self.config.device,  # type: ignore[arg-type]
+                                                  cpu_fast_paths=self.config.cpu_fast_paths)
                 logger.info("loaded the %s engine in %.1f s", name, time.perf_counter() - started)
             return self._engines[name]
 
