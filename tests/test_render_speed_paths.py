@@ -47,6 +47,29 @@ def test_spade_and_up_block_match_the_plain_formulation() -> None:
         v = torch.randn(1, 3, 2, 3, 4)
         plain = F.relu(up.norm(up.conv(F.interpolate(v, scale_factor=(1, 2, 2)))))
         assert torch.allclose(up(v), plain, atol=1e-5)
+        assert "_folded" not in up.__dict__  # folded per call without the fast paths
+
+
+def test_up_block_keeps_its_folded_kernels_on_the_fast_path(monkeypatch) -> None:
+    from sadtalker.nets import render_blocks, winograd
+
+    torch.manual_seed(1)
+    up = render_blocks.UpBlock3d(8, 6).eval()
+    v = torch.randn(2, 8, 3, 5, 4)
+    folds = []
+    original = render_blocks.folded_kernels
+    monkeypatch.setattr(render_blocks, "folded_kernels", lambda w, s: folds.append(1) or original(w, s))
+    with torch.no_grad():
+        plain = up(v)
+        with winograd.winograd_enabled():
+            first, second = up(v), up(v)
+        assert len(folds) == 2  # once for the plain call, once kept for both fast-path calls
+        up.conv.weight.mul_(2.0)  # an in-place update: folded again
+        with winograd.winograd_enabled():
+            updated = up(v)
+    assert len(folds) == 3
+    assert torch.equal(first, second) and torch.allclose(first, plain, atol=1e-5)
+    assert not torch.allclose(updated, first)
 
 
 def _inputs():

@@ -197,6 +197,20 @@ def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     return out
 
 
+def version_key(tensors: Sequence[torch.Tensor | None]) -> tuple | None:
+    """Identifies the current contents of `tensors` (storage and in-place version), for caches of values derived
+    from weights; None for inference tensors (no version counter: in-place updates could not be told apart)."""
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+            continue
+        if t.is_inference():
+            return None
+        key.append((t.data_ptr(), t._version, t.shape))
+    return tuple(key)
+
+
 class TransformedWeights:
     """Winograd weights of one or more convs sharing an input (concatenated outputs), rebuilt only when a source
     tensor changes (new storage or an in-place update). Not a module: state dicts and checkpoint keys are unchanged.
@@ -210,24 +224,12 @@ class TransformedWeights:
         self._u: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
 
-    @staticmethod
-    def _version_key(tensors: Sequence[torch.Tensor | None]) -> tuple | None:
-        key = []
-        for t in tensors:
-            if t is None:
-                key.append(None)
-                continue
-            if t.is_inference():  # no version counter: cannot tell in-place updates apart, so do not cache
-                return None
-            key.append((t.data_ptr(), t._version, t.shape))
-        return tuple(key)
-
     def get(self, sources: Sequence[torch.Tensor | None], weights: Callable[[], torch.Tensor],
             biases: Callable[[], torch.Tensor | None]
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3[, 3]) / (O,) or
         None."""
-        key = self._version_key(sources)
+        key = version_key(sources)
         if key is None or key != self._key:
             with torch.no_grad():
                 u = self._transform(weights())
