@@ -94,53 +94,11 @@ def transform_weight(weight: torch.Tensor, m: int = DEFAULT_TILE) -> torch.Tenso
 def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
                     m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES) -> torch.Tensor:
     """conv2d(x, weight, bias, padding=1) with U = transform_weight(weight, m); any H, W (tiles are zero padded).
-
-    Works through bands of tile rows of about `chunk_tiles` tiles, reusing small buffers, so every intermediate
-    stays in cache and no large temporary is allocated (at these sizes memory traffic, not arithmetic, decides).
-    x (B, C, H, W) -> (B, O, H, W).
-    """
+    x (B, C, H, W) -> (B, O, H, W)."""
     n = m + KERNEL - 1
-    b, c, h, w = x.shape
-    o = u.shape[1]
-    if u.shape != (n * n, o, c):
+    if u.shape != (n * n, u.shape[1], x.shape[1]):
         raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
-    th, tw = -(-h // m), -(-w // m)
-    rows = max(1, min(th, chunk_tiles // tw))
-    bt, at = _tile_operators(m)
-    out = x.new_empty(b, o, th * m, tw * m)
-    band = x.new_zeros(c, rows * m + 2, tw * m + 2)        # one zero-padded band of input rows
-    # Layouts keep the gathers and scatters contiguous: input tiles are gathered with their n x n values innermost
-    # (rows of the band), and the output transform is computed transposed, so each tile's m x m outputs come out
-    # together and are scattered as whole rows of m values.
-    d_buf = x.new_empty(c * rows * tw, n * n)
-    v_buf = x.new_empty(n * n, c * rows * tw)
-    m_buf = x.new_empty(n * n, o * rows * tw)
-    y_buf = x.new_empty(o * rows * tw, m * m)
-    bias_view = None if bias is None else bias.view(o, 1, 1, 1, 1)
-    for bi in range(b):
-        for t0 in range(0, th, rows):
-            r = min(rows, th - t0)
-            tiles = r * tw
-            first, last = t0 * m - 1, (t0 + r) * m + 1      # input rows this band reads (half-open)
-            lo, hi = max(first, 0), min(last, h)
-            if lo > first or hi < last:
-                band.zero_()
-            band[:, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, lo:hi])
-            s = band.stride()
-            d = d_buf[:c * tiles]
-            d.view(c, r, tw, n, n).copy_(band.as_strided((c, r, tw, n, n), (s[0], m * s[1], m * s[2], s[1], s[2])))
-            v = torch.mm(bt, d.t(), out=v_buf[:, :c * tiles])                              # B^T d B
-            prod = torch.bmm(u, v.view(n * n, c, tiles), out=m_buf[:, :o * tiles].view(n * n, o, tiles))
-            y = torch.mm(prod.view(n * n, o * tiles).t(), at.t(), out=y_buf[:o * tiles])   # (A^T M A)^T
-            tile_out = y.view(o, r, tw, m, m).permute(0, 1, 3, 2, 4)                      # (O, r, m, tw, m)
-            target = out[bi, :, t0 * m:(t0 + r) * m].view(o, r, m, tw, m)
-            if bias_view is None:
-                target.copy_(tile_out)
-            else:
-                torch.add(tile_out, bias_view, out=target)
-    if th * m != h or tw * m != w:
-        out = out[:, :, :h, :w].contiguous()
-    return out
+    return _depth_taps_conv(x.unsqueeze(2), u.unsqueeze(0), bias, m, chunk_tiles).squeeze(2)
 
 
 def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
@@ -152,16 +110,30 @@ def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     slices (the same 4x fewer multiplies as in 2D). x (B, C, D, H, W) -> (B, O, D, H, W).
     """
     n = m + KERNEL - 1
-    b, c, depth, h, w = x.shape
-    o = u.shape[2]
-    if u.shape != (KERNEL, n * n, o, c):
+    if u.shape != (KERNEL, n * n, u.shape[2], x.shape[1]):
         raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
+    return _depth_taps_conv(x, u, bias, m, chunk_tiles)
+
+
+def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, m: int,
+                     chunk_tiles: int) -> torch.Tensor:
+    """x (B, C, D, H, W), u (taps, n^2, O, C) with 1 or 3 depth taps -> (B, O, D, H, W).
+
+    Works through bands of tile rows of about `chunk_tiles` tiles (over all depth slices), reusing small buffers, so
+    every intermediate stays in cache and no large temporary is allocated (at these sizes memory traffic, not
+    arithmetic, decides). Layouts keep the gathers and scatters contiguous: input tiles are gathered with their
+    n x n values innermost (rows of the band), and the output transform is computed transposed, so each tile's
+    m x m outputs come out together and are scattered as whole rows of m values.
+    """
+    n = m + KERNEL - 1
+    b, c, depth, h, w = x.shape
+    taps, o = u.shape[0], u.shape[2]
+    dp = depth + taps - 1                                    # with a zero slice before and after for 3 taps
     th, tw = -(-h // m), -(-w // m)
-    dp = depth + 2                                           # zero slice before and after
     rows = max(1, min(th, chunk_tiles // (tw * dp)))
     bt, at = _tile_operators(m)
     out = x.new_empty(b, o, depth, th * m, tw * m)
-    band = x.new_zeros(c, dp, rows * m + 2, tw * m + 2)
+    band = x.new_zeros(c, dp, rows * m + 2, tw * m + 2)     # one zero-padded band of input rows
     d_buf = x.new_empty(c * dp * rows * tw, n * n)
     v_buf = x.new_empty(n * n, c * dp * rows * tw)
     m_buf = x.new_empty(n * n, o * depth * rows * tw)
@@ -171,21 +143,21 @@ def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
             tiles = r * tw
-            first, last = t0 * m - 1, (t0 + r) * m + 1
+            first, last = t0 * m - 1, (t0 + r) * m + 1      # input rows this band reads (half-open)
             lo, hi = max(first, 0), min(last, h)
             if lo > first or hi < last:
                 band.zero_()
-            band[:, 1:depth + 1, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, :, lo:hi])
+            band[:, taps // 2:taps // 2 + depth, lo - first:hi - first, 1:w + 1].copy_(x[bi, :, :, lo:hi])
             s = band.stride()
             d = d_buf[:c * dp * tiles]
             d.view(c, dp, r, tw, n, n).copy_(band.as_strided((c, dp, r, tw, n, n),
                                                              (s[0], s[1], m * s[2], m * s[3], s[2], s[3])))
-            v = torch.mm(bt, d.t(), out=v_buf[:, :c * dp * tiles]).view(n * n, c, dp * tiles)
+            v = torch.mm(bt, d.t(), out=v_buf[:, :c * dp * tiles]).view(n * n, c, dp * tiles)   # B^T d B
             prod = m_buf[:, :o * depth * tiles].view(n * n, o, depth * tiles)
-            torch.bmm(u[0], v[:, :, :depth * tiles], out=prod)          # slices d-1, d, d+1 for each output d
-            for k in range(1, KERNEL):
+            torch.bmm(u[0], v[:, :, :depth * tiles], out=prod)          # tap k reads slice d + k for output d
+            for k in range(1, taps):
                 prod.baddbmm_(u[k], v[:, :, k * tiles:(k + depth) * tiles])
-            y = torch.mm(prod.view(n * n, -1).t(), at.t(), out=y_buf[:o * depth * tiles])
+            y = torch.mm(prod.view(n * n, -1).t(), at.t(), out=y_buf[:o * depth * tiles])  # (A^T M A)^T
             tile_out = y.view(o, depth, r, tw, m, m).permute(0, 1, 2, 4, 3, 5)           # (O, D, r, m, tw, m)
             target = out[bi, :, :, t0 * m:(t0 + r) * m].view(o, depth, r, m, tw, m)
             if bias_view is None:
