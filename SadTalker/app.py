@@ -125,8 +125,8 @@ def create_app(service: ModelService):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServiceConfig.from_env()
     try:
+        config = ServiceConfig.from_env()
         service = ModelService(config)
         logger.info(service.engine_note)
         service.warm_up()

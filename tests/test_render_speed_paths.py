@@ -47,7 +47,7 @@ def test_spade_and_up_block_match_the_plain_formulation() -> None:
         v = torch.randn(1, 3, 2, 3, 4)
         plain = F.relu(up.norm(up.conv(F.interpolate(v, scale_factor=(1, 2, 2)))))
         assert torch.allclose(up(v), plain, atol=1e-5)
-        assert "_folded" not in up.__dict__  # folded per call without the fast paths
+        assert "_derived_folded" not in up.__dict__  # folded per call without the fast paths
 
 
 def test_up_block_keeps_its_folded_kernels_on_the_fast_path(monkeypatch) -> None:

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sadtalker.errors import InvalidInputError
 from sadtalker.nets import winograd
 from sadtalker.nets.render_blocks import SPADE, SPADEResnetBlock, SpectralNormConv2d
+from sadtalker.nets.weight_cache import Derived
 
 
 @pytest.mark.parametrize("m", [2, 4, 6])
@@ -133,10 +135,10 @@ def test_renderer_loaded_inside_inference_mode_has_normal_weights(official_check
         renderer = FaceRenderer.from_checkpoint(official_checkpoints, size=256, device="cpu")
     tensors = [*renderer.generator.parameters(), *renderer.generator.buffers()]
     assert tensors and not any(t.is_inference() for t in tensors)
-    cache = winograd.TransformedWeights()
+    cache = Derived()
     weight = renderer.generator.decoder.fc.weight
-    first, _ = cache.get((weight,), lambda: weight, lambda: None)
-    second, _ = cache.get((weight,), lambda: weight, lambda: None)
+    first = cache.get((weight,), lambda: winograd.transform_weight(weight))
+    second = cache.get((weight,), lambda: winograd.transform_weight(weight))
     assert second is first  # kept, not rebuilt
 
 
@@ -149,5 +151,8 @@ def test_fast_paths_can_be_turned_off_for_the_service(official_checkpoints, monk
     assert ServiceConfig.from_env().cpu_fast_paths is False
     monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "1")
     assert ServiceConfig.from_env().cpu_fast_paths is True
+    monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "maybe")  # a typo is refused, not read as on
+    with pytest.raises(InvalidInputError, match="SADTALKER_CPU_FAST_PATHS must be true or false"):
+        ServiceConfig.from_env()
     pipeline = SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu", cpu_fast_paths=False)
     assert pipeline.renderers[256].winograd is False and pipeline.cpu_fast_paths is False

@@ -107,16 +107,21 @@ def _check_int(name: str, value: Any) -> None:
         raise InvalidInputError(f"{name} must be an integer; got {value!r}")
 
 
+def parse_bool(name: str, raw: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (any case) -> bool; anything else is refused naming `name`."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInputError(f"{name} must be true or false; got {raw!r}")
+
+
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise InvalidInputError(f"{name} must be true or false; got {raw!r}")
+        return parse_bool(name, raw)
     if kind is int:
         if isinstance(raw, bool):
             raise InvalidInputError(f"{name} must be an integer; got {raw!r}")

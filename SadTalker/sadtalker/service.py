@@ -14,7 +14,7 @@ from .audio import DEFAULT_MAX_SECONDS, check_audio, load_audio
 from .checkpoints import CheckpointLocations
 from .engine import Device, Engine, GenerationResult, ProgressFn, default_engine_name, load_engine
 from .errors import InvalidInputError
-from .options import GenerationOptions
+from .options import GenerationOptions, parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ServiceConfig:
             concurrency=int(env.get("SADTALKER_CONCURRENCY", defaults.concurrency)),
             max_queue=int(env.get("SADTALKER_MAX_QUEUE", defaults.max_queue)),
             results_dir=Path(env.get("SADTALKER_RESULTS", defaults.results_dir)),
-            cpu_fast_paths=env.get("SADTALKER_CPU_FAST_PATHS", "1").strip().lower() not in ("0", "false", "no", "off"),
+            cpu_fast_paths=parse_bool("SADTALKER_CPU_FAST_PATHS", env.get("SADTALKER_CPU_FAST_PATHS", "1")),
             locations=CheckpointLocations.from_env(),
         )
 

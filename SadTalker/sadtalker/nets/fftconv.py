@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import winograd
+from .weight_cache import derived
 
 TILE = 32          # output pixels per tile side
 FFT_SIZE = 40      # transform size per tile side: >= TILE + kernel - 1, a product of small primes
@@ -81,6 +82,5 @@ def conv(layer: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)`, through the FFT when `applies` (the weights' spectra computed once per layer and kept)."""
     if not applies(layer, x):
         return layer(x)
-    cache = layer.__dict__.setdefault("_fft_weights", winograd.TransformedWeights(transform=transform_weight))
-    u, bias = cache.get((layer.weight, layer.bias), lambda: layer.weight, lambda: layer.bias)
-    return fft_conv3d(x, u, bias, layer.kernel_size[0])
+    u = derived(layer, "fft", (layer.weight,), lambda: transform_weight(layer.weight))
+    return fft_conv3d(x, u, layer.bias, layer.kernel_size[0])

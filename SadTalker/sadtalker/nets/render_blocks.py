@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import winograd
+from .weight_cache import derived
 
 
 def coordinate_grid_3d(depth: int, height: int, width: int, dtype: torch.dtype = torch.float32,
@@ -141,14 +142,10 @@ class UpBlock3d(nn.Module):
     def _kept_kernels(self, x: torch.Tensor) -> list[torch.Tensor] | None:
         """With the CPU fast paths on, the folded kernels are kept (refolding the widest, 56 MB, costs ~0.1 s a
         pass); otherwise None (folded per call)."""
-        key = winograd.version_key((self.conv.weight,))
-        if key is None or not winograd.winograd_active(x):
+        if not winograd.winograd_active(x):
             return None
-        kept = self.__dict__.get("_folded")
-        if kept is None or kept[0] != key:
-            kept = (key, folded_kernels(self.conv.weight.detach(), UP_SCALE_3D))
-            self.__dict__["_folded"] = kept
-        return kept[1]
+        weight = self.conv.weight
+        return derived(self, "folded", (weight,), lambda: folded_kernels(weight.detach(), UP_SCALE_3D))
 
 
 class SameBlock2d(nn.Module):

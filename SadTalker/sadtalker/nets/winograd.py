@@ -15,6 +15,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .weight_cache import derived
+
 # Interpolation points of the Cook-Toom construction (plus the point at infinity), chosen for fp32 accuracy.
 POINTS: dict[int, tuple[float, ...]] = {
     2: (0.0, 1.0, -1.0),
@@ -169,51 +171,6 @@ def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
     return out
 
 
-def version_key(tensors: Sequence[torch.Tensor | None]) -> tuple | None:
-    """Identifies the current contents of `tensors` (storage and in-place version), for caches of values derived
-    from weights; None for inference tensors (no version counter: in-place updates could not be told apart)."""
-    key = []
-    for t in tensors:
-        if t is None:
-            key.append(None)
-            continue
-        if t.is_inference():
-            return None
-        key.append((t.data_ptr(), t._version, t.shape))
-    return tuple(key)
-
-
-class TransformedWeights:
-    """Winograd weights of one or more convs sharing an input (concatenated outputs), rebuilt only when a source
-    tensor changes (new storage or an in-place update). Not a module: state dicts and checkpoint keys are unchanged.
-    """
-
-    def __init__(self, m: int = DEFAULT_TILE,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.m = m
-        self._transform = transform or functools.partial(transform_weight, m=m)  # or another fast path's
-        self._key: tuple | None = None
-        self._u: torch.Tensor | None = None
-        self._bias: torch.Tensor | None = None
-
-    def get(self, sources: Sequence[torch.Tensor | None], weights: Callable[[], torch.Tensor],
-            biases: Callable[[], torch.Tensor | None]
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`sources`: the tensors the weights derive from; `weights()` / `biases()` build (O, C, 3, 3[, 3]) / (O,) or
-        None."""
-        key = version_key(sources)
-        if key is None or key != self._key:
-            with torch.no_grad():
-                u = self._transform(weights())
-                bias = biases()
-                bias = None if bias is None else bias.detach().float().contiguous()
-            if key is None:
-                return u, bias
-            self._key, self._u, self._bias = key, u, bias
-        assert self._u is not None
-        return self._u, self._bias
-
-
 MIN_CHANNELS = 64  # narrower convolutions (the image in/out layers) gain nothing: torch's own kernel is used
 # 3D convolutions on planes smaller than this (the hourglass's deepest, widest layers) gain little and their
 # transformed weights would be large (226 MB for the 512 -> 1024 one): torch's kernel is used there.
@@ -242,8 +199,11 @@ def conv(conv: torch.nn.Conv2d | torch.nn.Conv3d, x: torch.Tensor) -> torch.Tens
 def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch.Tensor | None],
                 weight: Callable[[], torch.Tensor], bias: Callable[[], torch.Tensor | None],
                 slot: str = "weights") -> torch.Tensor:
-    """Winograd conv of `x` with the weights `weight()` / `bias()` derive from `sources`, transformed once and
-    kept on `owner` under `slot` (a plain attribute: not in its state dict)."""
-    cache = owner.__dict__.setdefault(f"_winograd_{slot}", TransformedWeights())
-    u, b = cache.get(sources, weight, bias)
+    """Winograd conv of `x` with the weights `weight()` / `bias()` derive from `sources` ((O, C, 3, 3[, 3]) / (O,) or
+    None), transformed once and kept on `owner` under `slot` until a source changes."""
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = bias()
+        return transform_weight(weight()), None if b is None else b.detach().float().contiguous()
+
+    u, b = derived(owner, f"winograd_{slot}", sources, build)
     return (winograd_conv3d if x.dim() == 5 else winograd_conv2d)(x, u, b)
