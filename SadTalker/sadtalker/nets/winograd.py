@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from . import native_kernels
 from .weight_cache import derived
 
 # Interpolation points of the Cook-Toom construction (plus the point at infinity), chosen for fp32 accuracy.
@@ -81,6 +82,13 @@ def _tile_operators(m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.kron(bt, bt).float().contiguous(), torch.kron(at, at).float().contiguous()
 
 
+@functools.lru_cache(maxsize=None)
+def _separable_operators(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B^T (n, n) and A^T (m, n) in fp32, for the native kernels (which apply them along each axis in turn)."""
+    at, _, bt = transform_matrices(m)
+    return bt.float().contiguous(), at.float().contiguous()
+
+
 def transform_weight(weight: torch.Tensor, m: int = DEFAULT_TILE) -> torch.Tensor:
     """(O, C, 3, 3) -> U = G g G^T as (n^2, O, C); (O, C, 3, 3, 3) -> (3, n^2, O, C), one per depth tap.
     Computed in float64, stored fp32."""
@@ -127,6 +135,9 @@ def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
     n x n values innermost (rows of the band), and the output transform is computed transposed, so each tile's
     m x m outputs come out together and are scattered as whole rows of m values.
     """
+    lib = native_kernels.library() if m == NATIVE_TILE else None
+    if lib is not None:
+        return _native_depth_taps_conv(lib, x, u, bias, m, chunk_tiles)
     n = m + KERNEL - 1
     b, c, depth, h, w = x.shape
     taps, o = u.shape[0], u.shape[2]
@@ -168,6 +179,40 @@ def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
                 torch.add(tile_out, bias_view, out=target)
     if th * m != h or tw * m != w:
         out = out[..., :h, :w].contiguous()
+    return out
+
+
+NATIVE_TILE = 4   # the tile size the native kernels are written for
+
+
+def _native_depth_taps_conv(lib, x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, m: int,
+                            chunk_tiles: int) -> torch.Tensor:
+    """`_depth_taps_conv` with the tile gather + input transform and the output transform + scatter done by the
+    native kernels, one pass each (same bands and GEMMs)."""
+    n = m + KERNEL - 1
+    b, c, depth, h, w = x.shape
+    taps, o = u.shape[0], u.shape[2]
+    dp = depth + taps - 1
+    th, tw = -(-h // m), -(-w // m)
+    rows = max(1, min(th, chunk_tiles // (tw * dp)))
+    bt, at = _separable_operators(m)
+    out = x.new_empty(b, o, depth, h, w)
+    v_flat = x.new_empty(n * n * c * dp * rows * tw)
+    m_flat = x.new_empty(n * n * o * depth * rows * tw)
+    bias = None if bias is None else bias.contiguous()
+    for bi in range(b):
+        for t0 in range(0, th, rows):
+            r = min(rows, th - t0)
+            tiles = r * tw
+            v = v_flat[:n * n * c * dp * tiles].view(c, n * n, dp * tiles)
+            native_kernels.input_tiles(lib, x[bi], t0, r, tw, taps, bt, v)
+            v = v.transpose(0, 1)                               # (n^2, C, DP * tiles), a strided batch
+            prod = m_flat[:n * n * o * depth * tiles].view(o, n * n, depth * tiles)
+            products = prod.transpose(0, 1)                     # (n^2, O, D * tiles)
+            torch.bmm(u[0], v[:, :, :depth * tiles], out=products)
+            for k in range(1, taps):
+                products.baddbmm_(u[k], v[:, :, k * tiles:(k + depth) * tiles])
+            native_kernels.output_tiles(lib, prod, t0, r, tw, at, bias, out[bi])
     return out
 
 
