@@ -11,6 +11,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
+    from sadtalker.malloc_tuning import reexec_with_tunables
+
+    reexec_with_tunables()
+
 import gradio as gr  # noqa: E402
 
 from sadtalker.errors import TalkingHeadError  # noqa: E402

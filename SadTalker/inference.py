@@ -15,6 +15,11 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
+    from sadtalker.malloc_tuning import reexec_with_tunables
+
+    reexec_with_tunables()
+
 logger = logging.getLogger("sadtalker.inference")
 
 PREPROCESS_CHOICES = ("crop", "extcrop", "resize", "full", "extfull")

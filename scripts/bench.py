@@ -6,6 +6,8 @@ Inputs are fixed: skimage's astronaut portrait and an espeak-ng spoken clip (~10
 video frames). Weights are random, in the official layouts (compute does not depend on the values): $PARITY_DIR's
 checkpoints when set, else files written once by tests/ckpt_factory.py under artifacts/bench/. Each configuration
 runs in a fresh subprocess, so loading is cold and the peak memory is its own.
+Ours runs with the glibc malloc tunables the model service uses (sadtalker/malloc_tuning.py;
+SADTALKER_MALLOC_TUNING=0 measures without them); the original runs as it ships.
 
 Printed per configuration: seconds per stage (loading split per component; inputs; face; motion; renderer
 network; compose + encode; enhancer), renderer seconds per frame, frames per second and real-time factor (RTF =
@@ -35,6 +37,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "SadTalker"), str(REPO / "tests")]
+
+from sadtalker.malloc_tuning import child_environment  # noqa: E402
 
 CONFIGS = {"256-crop": (256, "crop"), "256-full": (256, "full"), "512-crop": (512, "crop")}
 SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Then it rests for a while, and talks about "
@@ -463,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"size": size, "preprocess": preprocess, "enhance": enhance, "image": str(image),
                     "audio": str(audio), "ck": str(ck), "gw": str(gw)}
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *passthrough, "--one",
-                                   json.dumps(spec)], capture_output=True, text=True)
+                                   json.dumps(spec)], capture_output=True, text=True, env=child_environment())
             line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")]
             if proc.returncode != 0 or not line:
                 print(f"== {label}: ours failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "SadTalker"))
+
+from sadtalker.malloc_tuning import child_environment  # noqa: E402
 
 
 def one_run(seconds: float, preprocess: str, checkpoints: str | None, image: Path) -> dict:
@@ -75,7 +78,7 @@ def main() -> int:
     for seconds in (float(s) for s in args.lengths.split(",")):
         cmd = [sys.executable, __file__, "--child", str(seconds), "--preprocess", args.preprocess, "--image",
                args.image] + (["--checkpoints", args.checkpoints] if args.checkpoints else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_environment())
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"{rows[-1]['seconds']:6.1f} s clip: {rows[-1]['frames']} frames {rows[-1]['size']}, "
               f"peak RSS {rows[-1]['peak_rss_mb']:.0f} MB, {rows[-1]['wall_s']} s", flush=True)

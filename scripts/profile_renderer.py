@@ -19,6 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "SadTalker"), str(ROOT / "tests")]
 
+if __name__ == "__main__":  # as the service runs (see sadtalker/malloc_tuning.py)
+    from sadtalker.malloc_tuning import reexec_with_tunables
+
+    reexec_with_tunables()
+
 logger = logging.getLogger("profile_renderer")
 
 
