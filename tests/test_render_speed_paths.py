@@ -102,3 +102,35 @@ def test_unknown_precision_is_refused() -> None:
     ref = tiny_renderer()
     with pytest.raises(InvalidInputError, match="precision"):
         FaceRenderer(ref.kp_detector, ref.generator, ref.size, ref.device, precision="int8")  # type: ignore[arg-type]
+
+
+def test_multiplying_by_an_upsampled_map_in_place_equals_materializing_it() -> None:
+    from sadtalker.nets.render_blocks import mul_upsampled_
+
+    g = torch.Generator().manual_seed(3)
+    both = torch.randn(2, 10, 8, 12, generator=g)
+    low = torch.randn(2, 4, 4, 6, generator=g)
+    expected = both[:, :4] * F.interpolate(low, scale_factor=2, mode="nearest")
+    got = mul_upsampled_(both[:, :4], low)            # a channel slice: not contiguous
+    assert got.data_ptr() == both.data_ptr()
+    torch.testing.assert_close(both[:, :4], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fin,fout", [(24, 8), (16, 16)])
+@pytest.mark.parametrize("fast", [False, True])
+def test_up_block_normalizes_at_low_resolution(fin, fout, fast) -> None:
+    """block(x, seg, upsample=2) = block(nearest_upsample(x), seg): with and without a learned shortcut, on the
+    plain and the fast path."""
+    from sadtalker.nets import winograd
+    from sadtalker.nets.render_blocks import SPADEResnetBlock
+
+    torch.manual_seed(fin + fout)
+    block = SPADEResnetBlock(fin, fout, 12, spade_hidden=16).eval()
+    x, seg = torch.randn(2, fin, 8, 8) * 3 + 1, torch.randn(2, 12, 4, 4)
+    with torch.no_grad():
+        expected = block(F.interpolate(x, scale_factor=2, mode="nearest"), seg)
+    context = torch.inference_mode() if fast else torch.no_grad()
+    with context, winograd.winograd_enabled(fast):
+        got = block(x, seg, upsample=2)
+    assert got.shape == (2, fout, 16, 16)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

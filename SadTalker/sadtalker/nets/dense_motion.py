@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fftconv
+from . import fftconv, tapconv
 from .render_blocks import Hourglass3d, coordinate_grid_3d
 
 KP_VARIANCE = 0.01
@@ -86,5 +86,5 @@ class DenseMotionNetwork(nn.Module):
         deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * weights).sum(dim=1)  # (B, 3, D, H, W)
         deformation = deformation.permute(0, 2, 3, 4, 1)                         # (B, D, H, W, 3)
 
-        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))  # (B, 1, H, W)
+        occlusion = torch.sigmoid(tapconv.conv(self.occlusion, prediction.reshape(b, -1, h, w)))  # (B, 1, H, W)
         return DenseMotion(mask=mask, deformation=deformation, occlusion_map=occlusion)

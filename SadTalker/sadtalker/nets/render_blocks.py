@@ -278,6 +278,25 @@ class SpectralNormConv2d(nn.Module):
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
 
+def upsampled_like(low: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`low` nearest-upsampled to `like`'s height and width (itself when they match)."""
+    if low.shape[-2:] == like.shape[-2:]:
+        return low
+    return F.interpolate(low, size=tuple(like.shape[-2:]), mode="nearest")
+
+
+def mul_upsampled_(t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """t *= nearest_upsample(low), in place and by broadcasting: the upsampled map is never materialized.
+
+    t (B, C, s*h, s*w), any strides; low (B or 1, C, h, w)."""
+    s = t.shape[-1] // low.shape[-1]
+    if s == 1:
+        return t.mul_(low)
+    h, w = low.shape[-2:]
+    t.unflatten(3, (w, s)).unflatten(2, (h, s)).mul_(low[:, :, :, None, :, None])
+    return t
+
+
 class SPADE(nn.Module):
     """Spatially-adaptive normalization: instance norm, then scale and shift predicted from a feature map."""
 
@@ -297,16 +316,18 @@ class SPADE(nn.Module):
         if scale > 1 and tuple(size) == (segmap.shape[-2] * scale, segmap.shape[-1] * scale):
             # mlp_shared(nearest upsample(segmap)), computed at the segmap's resolution
             conv = self.mlp_shared[0]
-            return F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)))
-        return F.relu(winograd.conv(self.mlp_shared[0], F.interpolate(segmap, size=tuple(size), mode="nearest")))
+            return F.relu(upsampled_conv(segmap, conv.weight, conv.bias, (scale, scale)), inplace=True)
+        hidden = winograd.conv(self.mlp_shared[0], F.interpolate(segmap, size=tuple(size), mode="nearest"))
+        return F.relu(hidden, inplace=True)                   # a fresh map: no second full-size buffer
 
     def modulate(self, normalized: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """normalized * (1 + gamma) + beta; `normalized` is left unchanged."""
+        """normalized * (1 + gamma) + beta; `normalized` is left unchanged. It may be at an integer fraction of
+        `hidden`'s resolution: it is then nearest-upsampled (by broadcasting, on the in-place path)."""
         gamma, beta = self.gamma_beta(hidden)
         if torch.is_inference_mode_enabled() and gamma.dtype == normalized.dtype == beta.dtype:
             # the same arithmetic in gamma's buffer: no full-size temporaries (these maps reach 256x256x256)
-            return gamma.add_(1).mul_(normalized).add_(beta)
-        return normalized * (1 + gamma) + beta
+            return mul_upsampled_(gamma.add_(1), normalized).add_(beta)
+        return upsampled_like(normalized, gamma) * (1 + gamma) + beta
 
     def gamma_beta(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mlp_gamma(hidden), mlp_beta(hidden); on the Winograd path as one convolution of both weight sets."""
@@ -336,23 +357,34 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seg: torch.Tensor, upsample: int = 1) -> torch.Tensor:
+        """The block applied to nearest_upsample(x, `upsample`) (the decoder's up blocks).
+
+        The upsampled input is only ever used normalized, and nearest upsampling keeps each channel's mean and
+        variance, so the parameter-free norm runs at x's resolution and its output is upsampled by broadcasting
+        inside the modulation (equal up to float rounding; the full-size input is never built).
+        """
         normalized = self.norm_0.param_free_norm(x)     # norm_s's parameter-free norm is the same: computed once
-        shortcut = self.shortcut(normalized, seg) if self.learned_shortcut else x
-        dx = self.norm_0.modulate(normalized, self.norm_0.hidden(seg, x.shape[-2:]))
+        size = (x.shape[-2] * upsample, x.shape[-1] * upsample)
+        if self.learned_shortcut:
+            shortcut = self.shortcut(normalized, seg, size)
+        else:
+            shortcut = x if upsample == 1 else F.interpolate(x, scale_factor=upsample, mode="nearest")
+        dx = self.norm_0.modulate(normalized, self.norm_0.hidden(seg, size))
         dx = self.conv_0(F.leaky_relu(dx, 0.2, inplace=True))                    # SPADE's output is its own
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return shortcut + dx
 
-    def shortcut(self, normalized: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        """conv_s(norm_s(x, seg)) from norm_s's parameter-free norm of x.
+    def shortcut(self, normalized: torch.Tensor, seg: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """conv_s(norm_s(x, seg)) at `size` from norm_s's parameter-free norm of x (possibly at a fraction of `size`,
+        see `forward`).
 
         On the Winograd path the 1x1 conv_s is folded into mlp_beta: conv_s(n * (1 + gamma) + beta) =
         conv_s(n * (1 + gamma)) + (W_s W_beta) * hidden + W_s b_beta, so beta is computed with fout instead of fin
         output channels (fin 256 -> fout 64 at 256x256 in up_1). Equal up to float rounding.
         """
         norm, conv = self.norm_s, self.conv_s
-        hidden = norm.hidden(seg, normalized.shape[-2:])
+        hidden = norm.hidden(seg, size)
         g, b = norm.mlp_gamma, norm.mlp_beta
         fin, fout = g.out_channels, conv.weight_orig.shape[0]
         if not winograd.applies(hidden, g.in_channels, fin + fout, g.kernel_size, g.stride, g.padding, g.dilation,
@@ -369,5 +401,9 @@ class SPADEResnetBlock(nn.Module):
 
         both = winograd.cached_conv(self, hidden, (g.weight, g.bias, b.weight, b.bias, conv.weight_orig,
                                                    conv.weight_u, conv.weight_v), weights, biases, slot="shortcut")
-        scaled = both[:, :fin].add_(1).mul_(normalized)                           # n * (1 + gamma)
-        return F.conv2d(scaled, shortcut_weight).add_(both[:, fin:])
+        scaled = mul_upsampled_(both[:, :fin].add_(1), normalized)                # n * (1 + gamma)
+        out = both[:, fin:]                                                       # += conv_s(scaled), in place:
+        matrix = shortcut_weight[:, :, 0, 0]                                      # a 1x1 conv is a matrix product
+        for i in range(out.shape[0]):                                             # (oneDNN reorders these maps)
+            out[i].view(fout, -1).addmm_(matrix, scaled[i].view(fin, -1))
+        return out

@@ -25,13 +25,12 @@ class SPADEDecoder(nn.Module):
         self.up_0 = SPADEResnetBlock(2 * ic, ic, ic, spade_hidden)
         self.up_1 = SPADEResnetBlock(ic, oc, ic, spade_hidden)
         self.conv_img = nn.Conv2d(oc, 3, kernel_size=3, padding=1)
-        self.up = nn.Upsample(scale_factor=2)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         seg = feature                                         # (B, 256, h, w)
         x = winograd.conv(self.fc, feature)                 # (B, 512, h, w)
         for i in range(NUM_MIDDLE_BLOCKS):
             x = getattr(self, f"G_middle_{i}")(x, seg)
-        x = self.up_0(self.up(x), seg)                        # (B, 256, 2h, 2w)
-        x = self.up_1(self.up(x), seg)                        # (B, 64, 4h, 4w)
+        x = self.up_0(x, seg, upsample=2)                     # (B, 256, 2h, 2w)
+        x = self.up_1(x, seg, upsample=2)                     # (B, 64, 4h, 4w)
         return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))   # (B, 3, 4h, 4w)
