@@ -8,8 +8,11 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 GRADIO_ANALY
     SADTALKER_HOST=0.0.0.0 SADTALKER_PORT=7860 SADTALKER_DEVICE=cpu \
     SADTALKER_CHECKPOINTS=/app/checkpoints SADTALKER_GFPGAN_WEIGHTS=/app/checkpoints \
     SADTALKER_RESULTS=/tmp/sadtalker-results
+# gcc + libc6-dev: the renderer's native CPU kernels are compiled on first use, for the CPU the pod runs on
+# (sadtalker/nets/native_kernels.py; without a compiler the slower PyTorch fallback runs).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libsndfile1 curl ca-certificates \
+      gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt /tmp/requirements.txt
