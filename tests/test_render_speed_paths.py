@@ -134,3 +134,28 @@ def test_up_block_normalizes_at_low_resolution(fin, fout, fast) -> None:
         got = block(x, seg, upsample=2)
     assert got.shape == (2, fout, 16, 16)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_middle_blocks_share_one_hidden_convolution_on_the_fast_path() -> None:
+    """The twelve middle SPADE layers' hidden maps come from one convolution of their concatenated weights: equal to
+    each layer's own, and the decoder's output equals the plain path's."""
+    from sadtalker.nets import winograd
+    from sadtalker.nets.render_blocks import shared_hiddens
+    from sadtalker.nets.spade_decoder import SPADEDecoder
+
+    torch.manual_seed(5)
+    decoder = SPADEDecoder(in_channels=64, out_channels=64, spade_hidden=64).eval()
+    feature = torch.randn(2, 64, 8, 8)
+    norms = [norm for i in range(6) for norm in (getattr(decoder, f"G_middle_{i}").norm_0,
+                                                getattr(decoder, f"G_middle_{i}").norm_1)]
+    with torch.no_grad():
+        plain = decoder(feature)
+        own = [norm.hidden(feature, (8, 8)) for norm in norms]
+        assert shared_hiddens(decoder, norms, feature) is None          # off the fast path: each layer its own
+    with torch.inference_mode(), winograd.winograd_enabled():
+        shared = shared_hiddens(decoder, norms, feature)
+        fast = decoder(feature)
+    assert shared is not None and len(shared) == 12
+    for got, expected in zip(shared, own):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)

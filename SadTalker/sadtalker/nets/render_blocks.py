@@ -307,8 +307,11 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
         self.mlp_beta = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        return self.modulate(self.param_free_norm(x), self.hidden(segmap, x.shape[-2:]))
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden`: this layer's `hidden(segmap, ...)` when the caller computed it already (see `shared_hiddens`)."""
+        if hidden is None:
+            hidden = self.hidden(segmap, x.shape[-2:])
+        return self.modulate(self.param_free_norm(x), hidden)
 
     def hidden(self, segmap: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """mlp_shared(segmap resized to `size`): the features gamma and beta are predicted from."""
@@ -341,6 +344,22 @@ class SPADE(nn.Module):
         return both[:, :g.out_channels], both[:, g.out_channels:]
 
 
+def shared_hiddens(owner: nn.Module, spades: Sequence[SPADE], segmap: torch.Tensor) -> list[torch.Tensor] | None:
+    """The hidden maps of SPADE layers that all read `segmap` at its own resolution, as one Winograd convolution of
+    their concatenated mlp_shared weights (kept on `owner`): one input transform instead of one per layer, and one
+    wider matrix product. None off the Winograd path (each layer then computes its own)."""
+    convs = [spade.mlp_shared[0] for spade in spades]
+    first = convs[0]
+    widths = [conv.out_channels for conv in convs]
+    if not winograd.applies(segmap, first.in_channels, sum(widths), first.kernel_size, first.stride, first.padding,
+                            first.dilation, first.groups):
+        return None
+    sources = [t for conv in convs for t in (conv.weight, conv.bias)]
+    hidden = winograd.cached_conv(owner, segmap, sources, lambda: torch.cat([conv.weight for conv in convs]),
+                                  lambda: torch.cat([conv.bias for conv in convs]), slot="shared_hiddens")
+    return list(F.relu(hidden, inplace=True).split(widths, dim=1))
+
+
 class SPADEResnetBlock(nn.Module):
     """Residual block of two spectral-norm convs, each after SPADE + LeakyReLU(0.2); learned shortcut if widths differ."""
 
@@ -357,8 +376,10 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor, upsample: int = 1) -> torch.Tensor:
-        """The block applied to nearest_upsample(x, `upsample`) (the decoder's up blocks).
+    def forward(self, x: torch.Tensor, seg: torch.Tensor, upsample: int = 1,
+                hiddens: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The block applied to nearest_upsample(x, `upsample`) (the decoder's up blocks); `hiddens`: norm_0's and
+        norm_1's hidden maps when the caller computed them already (see `shared_hiddens`).
 
         The upsampled input is only ever used normalized, and nearest upsampling keeps each channel's mean and
         variance, so the parameter-free norm runs at x's resolution and its output is upsampled by broadcasting
@@ -370,9 +391,10 @@ class SPADEResnetBlock(nn.Module):
             shortcut = self.shortcut(normalized, seg, size)
         else:
             shortcut = x if upsample == 1 else F.interpolate(x, scale_factor=upsample, mode="nearest")
-        dx = self.norm_0.modulate(normalized, self.norm_0.hidden(seg, size))
+        hidden_0, hidden_1 = hiddens if hiddens is not None else (self.norm_0.hidden(seg, size), None)
+        dx = self.norm_0.modulate(normalized, hidden_0)
         dx = self.conv_0(F.leaky_relu(dx, 0.2, inplace=True))                    # SPADE's output is its own
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg, hidden_1), 0.2, inplace=True))
         return shortcut + dx
 
     def shortcut(self, normalized: torch.Tensor, seg: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
