@@ -47,3 +47,10 @@ def test_from_mapping_rejects_unknown_and_fractional():
         GenerationOptions.from_mapping({"colour": "red"})
     with pytest.raises(InvalidInputError, match="pose_style must be an integer"):
         GenerationOptions.from_mapping({"pose_style": "2.5"})
+
+
+def test_environment_switches_are_off_only_for_a_false_word():
+    from sadtalker.options import switched_off
+
+    assert all(switched_off(word) for word in ("0", " OFF ", "False", "no"))
+    assert not any(switched_off(word) for word in (None, "", "1", "on", "maybe"))

@@ -159,8 +159,8 @@ class FaceRenderer:
         self.device = device
         self.locations = locations
         self.precision = precision
-        # The CPU fast paths (Winograd 3x3 / 3x3x3, FFT 7x7x7, tap-product 7x7, folded shortcut and kernels): fp32 on the CPU only
-        # (default there).
+        # The CPU fast paths (Winograd 3x3 / 3x3x3, FFT 7x7x7, tap-product 7x7, folded shortcut and kernels): fp32 on
+        # the CPU only (default there).
         self.winograd = (device.type == "cpu" and precision == "fp32") if winograd is None else winograd
         self._mappings: dict[str, MappingNet] = {k: v.to(device).eval() for k, v in (mappings or {}).items()}
         self._lock = threading.Lock()
@@ -188,8 +188,9 @@ class FaceRenderer:
 
         `precision` fp16/bf16 runs the generator's per-frame pass under autocast (meant for CUDA; keypoints stay
         fp32); `compile` wraps it in torch.compile; `winograd` (default: on for fp32 on the CPU) turns on the CPU fast
-        paths: Winograd F(4x4, 3x3) for the wide 3x3 and 3x3x3 convolutions, an FFT for the 7x7x7 mask head, a tap product
-        for the 7x7 occlusion head, 1x1 shortcuts as in-place matrix products, and kept derived weights (~1.2 GB more memory at 256), equal up to float rounding.
+        paths: Winograd F(4x4, 3x3) for the wide 3x3 and 3x3x3 convolutions, an FFT for the 7x7x7 mask head, a tap
+        product for the 7x7 occlusion head, 1x1 shortcuts as in-place matrix products, and kept derived weights
+        (~1.2 GB more memory at 256), equal up to float rounding.
         """
         if size not in (256, 512):
             raise InvalidInputError(f"size must be 256 or 512; got {size!r}")

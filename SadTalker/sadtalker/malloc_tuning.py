@@ -18,12 +18,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 import os
 import sys
 from typing import Mapping
 
-logger = logging.getLogger(__name__)
+from .options import switched_off
 
 ENV_SWITCH = "SADTALKER_MALLOC_TUNING"
 TUNABLES_ENV = "GLIBC_TUNABLES"
@@ -38,9 +37,7 @@ TUNABLES: tuple[tuple[str, int], ...] = (
 def enabled(env: Mapping[str, str] | None = None) -> bool:
     """Whether the tuning applies: Linux with glibc, not switched off by SADTALKER_MALLOC_TUNING=0."""
     env = os.environ if env is None else env
-    if env.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    return _on_glibc()
+    return not switched_off(env.get(ENV_SWITCH)) and _on_glibc()
 
 
 @functools.lru_cache(maxsize=None)

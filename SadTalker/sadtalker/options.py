@@ -107,16 +107,25 @@ def _check_int(name: str, value: Any) -> None:
         raise InvalidInputError(f"{name} must be an integer; got {value!r}")
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def parse_bool(name: str, raw: Any) -> bool:
     """true/false, yes/no, on/off, 1/0 (any case) -> bool; anything else is refused naming `name`."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
+    if text in TRUE_WORDS:
         return True
-    if text in ("0", "false", "no", "off"):
+    if text in FALSE_WORDS:
         return False
     raise InvalidInputError(f"{name} must be true or false; got {raw!r}")
+
+
+def switched_off(raw: str | None) -> bool:
+    """Whether an on-by-default environment switch (unset: on) holds one of the false words."""
+    return raw is not None and raw.strip().lower() in FALSE_WORDS
 
 
 def _coerce(name: str, raw: Any, kind: type) -> Any:

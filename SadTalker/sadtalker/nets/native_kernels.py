@@ -18,7 +18,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
 import torch
+
+from ..options import switched_off
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def load(path: Path) -> ctypes.CDLL:
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None (said once in the log) when switched off or they cannot be built here."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off(os.environ.get(ENV_SWITCH)):
         logger.info("native kernels switched off (%s=0): pure PyTorch transforms", ENV_SWITCH)
         return None
     try:
