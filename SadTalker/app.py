@@ -12,16 +12,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
-    from sadtalker.malloc_tuning import reexec_with_tunables
+    from sadtalker.runtime.malloc_tuning import reexec_with_tunables
 
     reexec_with_tunables()
 
 import gradio as gr  # noqa: E402
 
 from sadtalker.errors import TalkingHeadError  # noqa: E402
-from sadtalker.options import (  # noqa: E402
-    ENGINE_CHOICES, NUM_POSE_STYLES, PREPROCESS_MODES, REF_INFO_CHOICES, GenerationOptions)
-from sadtalker.service import ModelService, ServiceConfig  # noqa: E402
+from sadtalker.options import ENGINE_CHOICES, NUM_POSE_STYLES, PREPROCESS_MODES, REF_INFO_CHOICES, GenerationOptions  # noqa: E402
+from sadtalker.service.model_service import ModelService, ServiceConfig  # noqa: E402
 
 logger = logging.getLogger("sadtalker.app")
 

@@ -16,7 +16,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
-    from sadtalker.malloc_tuning import reexec_with_tunables
+    from sadtalker.runtime.malloc_tuning import reexec_with_tunables
 
     reexec_with_tunables()
 
@@ -81,9 +81,9 @@ def options_from_args(args: argparse.Namespace):
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Fail on unreadable inputs before any network is loaded."""
-    from sadtalker.audio import check_audio, load_audio
     from sadtalker.errors import InvalidInputError
-    from sadtalker.image import load_image
+    from sadtalker.io.audio import check_audio, load_audio
+    from sadtalker.io.image import load_image
 
     load_image(Path(args.source_image))
     if args.idle_seconds is None:
@@ -98,8 +98,8 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 def check_checkpoints(locations, size: int, enhancer: bool) -> None:
     """One message naming every missing weight file and the download command."""
-    from sadtalker.checkpoints import GFPGAN_FILE
     from sadtalker.errors import CheckpointError
+    from sadtalker.weights import GFPGAN_FILE
 
     missing = list(locations.missing_sadtalker_files())
     if size == 512 and not locations.sadtalker_file(512).is_file():
@@ -122,8 +122,8 @@ def output_path(result_dir: Path) -> Path:
 
 def load_pipeline(locations, device: str, size: int, enhancer: bool, cpu_fast_paths: bool = True):
     """The pipeline with every network this run needs loaded now (so a bad file fails before rendering)."""
+    from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
     from sadtalker.errors import CheckpointError
-    from sadtalker.pipeline import SadTalkerPipeline
 
     try:
         pipeline = SadTalkerPipeline.from_checkpoint(locations, device=device, cpu_fast_paths=cpu_fast_paths)
@@ -156,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from sadtalker.checkpoints import CheckpointLocations
     from sadtalker.errors import InvalidInputError, TalkingHeadError
+    from sadtalker.weights import CheckpointLocations
 
     try:
         options = options_from_args(args)

@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "SadTalker"), str(REPO / "tests")]
 
-from sadtalker.malloc_tuning import child_environment  # noqa: E402
+from sadtalker.runtime.malloc_tuning import child_environment  # noqa: E402
 
 CONFIGS = {"256-crop": (256, "crop"), "256-full": (256, "full"), "512-crop": (512, "crop")}
 SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Then it rests for a while, and talks about "
@@ -63,7 +63,7 @@ def make_inputs(folder: Path, frames: int | None) -> tuple[Path, Path, int]:
     from PIL import Image
     from skimage import data
 
-    from sadtalker.audio import load_audio
+    from sadtalker.io.audio import load_audio
 
     folder.mkdir(parents=True, exist_ok=True)
     image = folder / "portrait.png"
@@ -91,8 +91,15 @@ def checkpoint_folders(args: argparse.Namespace, sizes: set[int], enhancer: bool
         return Path(parity) / "checkpoints", Path(parity) / "gfpgan" / "weights"
     from ckpt_factory import write_official_file
 
-    from sadtalker.checkpoints import (AWING_FILE, GFPGAN_FILE, MAPPING_CROP, MAPPING_FULL, PARSENET_FILE,
-                                       RETINAFACE_FILE, SADTALKER_FILES)
+    from sadtalker.weights import (
+        AWING_FILE,
+        GFPGAN_FILE,
+        MAPPING_CROP,
+        MAPPING_FULL,
+        PARSENET_FILE,
+        RETINAFACE_FILE,
+        SADTALKER_FILES,
+    )
 
     ck = Path(args.cache) / "checkpoints"
     gw = Path(args.cache) / "gfpgan" / "weights"
@@ -155,7 +162,7 @@ class FixedFivePoints:
         self.box = frame_box  # fraction of the frame (x0, y0, x1, y1)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from sadtalker.enhancer import FFHQ_TEMPLATE_512
+        from sadtalker.engines.sadtalker.enhance import FFHQ_TEMPLATE_512
 
         h, w = rgb.shape[:2]
         x0, y0, x1, y1 = self.box
@@ -170,13 +177,13 @@ def run_ours(size: int, preprocess: str, enhance: bool, image: Path, audio: Path
     import cv2
     import torch
 
-    from sadtalker.audio import load_audio
-    from sadtalker.checkpoints import CheckpointLocations
-    from sadtalker.facerender import FaceRenderer, HeadAngles, is_full_mode
-    from sadtalker.image import load_image
-    from sadtalker.paste import CropInfo, PasteBack, rendered_frame_size
-    from sadtalker.pipeline import _fit_audio, resolve_device
-    from sadtalker.video import VideoWriter
+    from sadtalker.engines.sadtalker.paste import CropInfo, PasteBack, rendered_frame_size
+    from sadtalker.engines.sadtalker.pipeline import _fit_audio, resolve_device
+    from sadtalker.engines.sadtalker.render import FaceRenderer, HeadAngles, is_full_mode
+    from sadtalker.io.audio import load_audio
+    from sadtalker.io.image import load_image
+    from sadtalker.io.video import VideoWriter
+    from sadtalker.weights import CheckpointLocations
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,9 +200,9 @@ def run_ours(size: int, preprocess: str, enhance: bool, image: Path, audio: Path
         # Loading (cold): every network this request needs.
         face_stage = motion_stage = enhancer = None
         try:
-            from sadtalker.face3d import SourceFaceExtractor
+            from sadtalker.engines.sadtalker.source_face import SourceFaceExtractor
         except ImportError:
-            notes.append("face stage (sadtalker.face3d) not available: the renderer gets a fixed crop of the "
+            notes.append("face stage (sadtalker.engines.sadtalker.source_face) not available: the renderer gets a fixed crop of the "
                          "portrait and zero source coefficients")
         else:
             t = time.perf_counter()
@@ -204,9 +211,9 @@ def run_ours(size: int, preprocess: str, enhance: bool, image: Path, audio: Path
             secs["load_face"] = time.perf_counter() - t
             notes.append("face landmarks from the face mesh (random-weight detector files find no face)")
         try:
-            from sadtalker.motion import AudioToMotion
+            from sadtalker.engines.sadtalker.motion import AudioToMotion
         except ImportError:
-            notes.append("motion stage (sadtalker.motion) not available: the renderer gets synthetic coefficients")
+            notes.append("motion stage (sadtalker.engines.sadtalker.motion) not available: the renderer gets synthetic coefficients")
         else:
             t = time.perf_counter()
             motion_stage = AudioToMotion.from_checkpoint(locations, device=device)
@@ -216,7 +223,7 @@ def run_ours(size: int, preprocess: str, enhance: bool, image: Path, audio: Path
         renderer.mapping(preprocess)
         secs["load_render"] = time.perf_counter() - t
         if enhance:
-            from sadtalker.enhancer import FaceEnhancer
+            from sadtalker.engines.sadtalker.enhance import FaceEnhancer
 
             # Frames rendered from random weights show no face for a detector to find, so the enhancer gets the
             # template's five points in the face region of each frame (its networks and paste-back run in full).
@@ -296,7 +303,7 @@ def _renderer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Optional renderer speed settings, passed only when the installed FaceRenderer takes them."""
     import inspect
 
-    from sadtalker.facerender import FaceRenderer
+    from sadtalker.engines.sadtalker.render import FaceRenderer
 
     accepted = inspect.signature(FaceRenderer.from_checkpoint).parameters
     wanted = {"precision": args.precision, "compile": args.compile, "winograd": False if args.no_fast_paths else None}

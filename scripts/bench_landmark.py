@@ -34,7 +34,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     from PIL import Image
     from skimage import data
 
-    from sadtalker.audio import load_audio
+    from sadtalker.io.audio import load_audio
 
     portrait = folder / "astronaut.png"
     Image.fromarray(data.astronaut()).save(portrait)
@@ -60,7 +60,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
 
 def child(args: argparse.Namespace) -> None:
     """One measured run in this process; prints a JSON line."""
-    from sadtalker.landmark.engine import LandmarkEngine
+    from sadtalker.engines.landmark.engine import LandmarkEngine
     from sadtalker.options import GenerationOptions
 
     engine = LandmarkEngine()

@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SadTalker"))
 
-from sadtalker.mel import audio_windows  # noqa: E402
+from sadtalker.engines.sadtalker.mel import audio_windows  # noqa: E402
 
 
 def main() -> None:

@@ -135,14 +135,14 @@ def main() -> None:
     secs: dict[str, float] = {}
     result: dict = {"stages": secs, "torch": torch.__version__, "threads": torch.get_num_threads()}
     try:
+        import src.facerender.animate as animate_mod
         from PIL import Image
-        from src.utils.init_path import init_path
-        from src.utils.preprocess import CropAndExtract
-        from src.test_audio2coeff import Audio2Coeff
         from src.facerender.animate import AnimateFromCoeff
         from src.generate_batch import get_data
         from src.generate_facerender_batch import get_facerender_data
-        import src.facerender.animate as animate_mod
+        from src.test_audio2coeff import Audio2Coeff
+        from src.utils.init_path import init_path
+        from src.utils.preprocess import CropAndExtract
 
         paths = init_path(str(args.checkpoints.resolve()), str(root / "sadtalker/src/config"), args.size, False,
                           args.preprocess)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SadTalker"))
 
-from sadtalker.malloc_tuning import child_environment  # noqa: E402
+from sadtalker.runtime.malloc_tuning import child_environment  # noqa: E402
 
 
 def one_run(seconds: float, preprocess: str, checkpoints: str | None, image: Path) -> dict:
@@ -30,12 +30,12 @@ def one_run(seconds: float, preprocess: str, checkpoints: str | None, image: Pat
     import soundfile
     import torch
 
+    from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
     from sadtalker.options import GenerationOptions
-    from sadtalker.pipeline import SadTalkerPipeline
 
     torch.set_num_threads(1)
     if checkpoints:
-        from sadtalker.checkpoints import CheckpointLocations
+        from sadtalker.weights import CheckpointLocations
 
         pipeline = SadTalkerPipeline.from_checkpoint(CheckpointLocations(checkpoint_dir=Path(checkpoints)), "auto")
     else:

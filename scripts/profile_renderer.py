@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "SadTalker"), str(ROOT / "tests")]
 
 if __name__ == "__main__":  # as the service runs (see sadtalker/malloc_tuning.py)
-    from sadtalker.malloc_tuning import reexec_with_tunables
+    from sadtalker.runtime.malloc_tuning import reexec_with_tunables
 
     reexec_with_tunables()
 
@@ -49,8 +49,8 @@ def main() -> None:
 
     import torch
 
-    from sadtalker.checkpoints import CheckpointLocations
-    from sadtalker.facerender import FaceRenderer
+    from sadtalker.engines.sadtalker.render import FaceRenderer
+    from sadtalker.weights import CheckpointLocations
 
     ck = _checkpoints(args.size)
     renderer = FaceRenderer.from_checkpoint(CheckpointLocations(checkpoint_dir=ck, gfpgan_dir=ck), size=args.size,

@@ -5,8 +5,8 @@ import logging
 import os
 import shutil
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +34,7 @@ def parity_dir() -> Path:
 @pytest.fixture(scope="module")  # module: a test module may narrow `parity_dir` with its own checks
 def parity_locations(parity_dir: Path):
     """The random-weight official checkpoints the golden data was made with."""
-    from sadtalker.checkpoints import CheckpointLocations
+    from sadtalker.weights import CheckpointLocations
 
     return CheckpointLocations(checkpoint_dir=parity_dir / "checkpoints", gfpgan_dir=parity_dir / "gfpgan" / "weights")
 
@@ -107,7 +107,8 @@ def official_checkpoints(tmp_path_factory: pytest.TempPathFactory):
     """A checkpoint folder with the SadTalker files (256 safetensors + both mapping files) in the official layout,
     random weights. Written once per test session (~730 MB on disk)."""
     from ckpt_factory import write_official_file
-    from sadtalker.checkpoints import MAPPING_CROP, MAPPING_FULL, SADTALKER_FILES, CheckpointLocations
+
+    from sadtalker.weights import MAPPING_CROP, MAPPING_FULL, SADTALKER_FILES, CheckpointLocations
 
     root = tmp_path_factory.mktemp("checkpoints")
     for seed, name in enumerate((SADTALKER_FILES[256], MAPPING_CROP, MAPPING_FULL)):
@@ -119,7 +120,8 @@ def official_checkpoints(tmp_path_factory: pytest.TempPathFactory):
 def official_gfpgan_weights(official_checkpoints):
     """GFPGAN/facexlib files in the official layout (random weights) under the fixture's gfpgan folder."""
     from ckpt_factory import write_official_file
-    from sadtalker.checkpoints import AWING_FILE, GFPGAN_FILE, PARSENET_FILE, RETINAFACE_FILE
+
+    from sadtalker.weights import AWING_FILE, GFPGAN_FILE, PARSENET_FILE, RETINAFACE_FILE
 
     for seed, name in enumerate((GFPGAN_FILE, RETINAFACE_FILE, AWING_FILE, PARSENET_FILE)):
         write_official_file(name, official_checkpoints.gfpgan_dir, seed=100 + seed)

@@ -15,9 +15,9 @@ import pytest
 from demofront import create_app
 from demofront.config import Config
 from demofront.model_client import ModelOutcome, ModelRejectedError, ModelUnavailableError
-from sadtalker.audio import load_audio
+from sadtalker.io.audio import load_audio
+from sadtalker.io.video import VideoWriter
 from sadtalker.options import GenerationOptions
-from sadtalker.video import VideoWriter
 
 POSTGRES_ENV = "TEST_POSTGRES_URL"
 

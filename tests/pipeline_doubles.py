@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
-from sadtalker.paste import CropInfo
+from sadtalker.engines.sadtalker.paste import CropInfo
 
 FRAME_SAMPLES = 640  # 16 kHz / 25 fps
 

@@ -7,7 +7,7 @@ NUM_KP = 5
 
 
 def tiny_renderer(size: int = 64, seed: int = 0):
-    from sadtalker.facerender import FaceRenderer
+    from sadtalker.engines.sadtalker.render import FaceRenderer
     from sadtalker.nets.dense_motion import DenseMotionConfig
     from sadtalker.nets.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
     from sadtalker.nets.keypoint_detector import KPDetector, KPDetectorConfig

@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sadtalker.audio import SAMPLE_RATE, check_audio, load_audio
+from sadtalker.io.audio import SAMPLE_RATE, check_audio, load_audio
 from sadtalker.errors import AudioError, ImageError, InvalidInputError
-from sadtalker.image import load_image
+from sadtalker.io.image import load_image
 from sadtalker.options import GenerationOptions
 
 from .errors import ApiError

@@ -201,7 +201,7 @@ class JobRunner:
         from PIL import Image
 
         from sadtalker.errors import FFmpegError
-        from sadtalker.video import iter_video_frames
+        from sadtalker.io.video import iter_video_frames
 
         try:
             frame = next(iter_video_frames(video, max_frames=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from .errors import InvalidInputError
+from sadtalker.errors import InvalidInputError
 
 Preprocess = Literal["crop", "resize", "full", "extcrop", "extfull"]
 EngineChoice = Literal["auto", "sadtalker", "landmark"]

@@ -1,1 +1,1 @@
-"""Neural networks of the SadTalker engine, one per file; weights are loaded by `sadtalker.checkpoints`."""
+"""Neural networks of the SadTalker engine, one per file; weights are loaded by `sadtalker.weights`."""

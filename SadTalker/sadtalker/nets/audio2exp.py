@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .audio_encoder import build_audio_encoder
+from sadtalker.nets.audio_encoder import build_audio_encoder
 
 
 @dataclass(frozen=True)

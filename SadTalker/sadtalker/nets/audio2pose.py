@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .audio_encoder import AudioEncoder
-from .pose_blocks import ConvNormRelu1d, ResUnet
+from sadtalker.nets.audio_encoder import AudioEncoder
+from sadtalker.nets.pose_blocks import ConvNormRelu1d, ResUnet
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fftconv, tapconv
-from .render_blocks import Hourglass3d, coordinate_grid_3d
+from sadtalker.accel import fftconv, tapconv
+from sadtalker.nets.render_blocks import Hourglass3d, coordinate_grid_3d
 
 KP_VARIANCE = 0.01
 MASK_FLOOR = 1e-3  # mask weights below this are zeroed before blending the warps

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .resnet import ResNet50
+from sadtalker.nets.resnet import ResNet50
 
 logger = logging.getLogger(__name__)
 

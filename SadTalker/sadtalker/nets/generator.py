@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dense_motion import DenseMotion, DenseMotionConfig, DenseMotionNetwork
-from .render_blocks import DownBlock2d, ResBlock3d, SameBlock2d
-from .spade_decoder import SPADEDecoder
+from sadtalker.nets.dense_motion import DenseMotion, DenseMotionConfig, DenseMotionNetwork
+from sadtalker.nets.render_blocks import DownBlock2d, ResBlock3d, SameBlock2d
+from sadtalker.nets.spade_decoder import SPADEDecoder
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stylegan2 import LEAKY_SLOPE, StyleGAN2DecoderSFT, stylegan_channels
+from sadtalker.nets.stylegan2 import LEAKY_SLOPE, StyleGAN2DecoderSFT, stylegan_channels
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import AntiAliasDownsample, DownBlock2d, UpBlock3d, coordinate_grid_3d
+from sadtalker.nets.render_blocks import AntiAliasDownsample, DownBlock2d, UpBlock3d, coordinate_grid_3d
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import winograd
-from .weight_cache import derived
+from sadtalker.accel import winograd
+from sadtalker.accel.weight_cache import derived
 
 
 def coordinate_grid_3d(depth: int, height: int, width: int, dtype: torch.dtype = torch.float32,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import ResNet50
+from sadtalker.nets.resnet import ResNet50
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import winograd
-from .render_blocks import SPADEResnetBlock, shared_hiddens
+from sadtalker.accel import winograd
+from sadtalker.nets.render_blocks import SPADEResnetBlock, shared_hiddens
 
 NUM_MIDDLE_BLOCKS = 6
 

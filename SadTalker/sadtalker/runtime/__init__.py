@@ -1,0 +1,1 @@
+"""Process-level settings that must be in place before the heavy libraries start (allocator, devices)."""
