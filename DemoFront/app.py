@@ -1,5 +1,6 @@
 """Entry point of the web front: `python DemoFront/app.py` serves on FRONT_HOST:FRONT_PORT (default
-127.0.0.1:5000) and finds the model service through SADTALKER_URL."""
+127.0.0.1:5000) with the production server (waitress, see demofront/server.py) and finds the model service
+through SADTALKER_URL. `make run` and the Docker image start it the same way."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ sys.path.insert(0, str(HERE.parent / "SadTalker"))  # the model library's valida
 
 from demofront import create_app  # noqa: E402
 from demofront.config import Config  # noqa: E402
+from demofront.server import make_server  # noqa: E402
 
 logger = logging.getLogger("demofront.app")
 
@@ -23,24 +25,21 @@ def _stop(signum: int, frame: object) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = Config.from_env()
-    app = create_app(config)
-    from werkzeug.serving import make_server
-
-    server = make_server(config.host, config.port, app, threaded=True)
+    app = create_app(config)  # one app per process: it starts the job dispatcher (see demofront/server.py)
+    server = make_server(app, config)
     signal.signal(signal.SIGTERM, _stop)
-    logger.info("web front on http://%s:%d/ (model service: %s)", config.host, config.port, config.sadtalker_url)
+    logger.info("web front on http://%s:%d/ (waitress, %d threads; model service: %s)", config.host, config.port,
+                config.server_threads, config.sadtalker_url)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run()  # returns on SIGINT / SIGTERM
     finally:
-        server.server_close()
-        runner = app.extensions["demofront"].runner
-        runner.shutdown(wait=False)  # queued jobs stay queued and run at the next start (of any front)
-        runner.abandon()  # running ones are failed now, not left 'running' by a front that is gone
+        server.close()
+        front = app.extensions["demofront"]
+        front.sweeper.stop()
+        front.runner.shutdown(wait=False)  # queued jobs stay queued and run at the next start (of any front)
+        front.runner.abandon()  # running ones are failed now, not left 'running' by a front that is gone
 
 
 if __name__ == "__main__":

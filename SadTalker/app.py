@@ -1,6 +1,12 @@
-"""SadTalker model service: a Gradio app whose Generate button is the API endpoint `predict`.
+"""Model service: a Gradio app whose Generate button is the API endpoint `predict`.
 
-Run `python SadTalker/app.py`; settings come from SADTALKER_* environment variables (see ServiceConfig).
+Run `python SadTalker/app.py`; settings come from the environment (sadtalker/service/settings.py, README table).
+
+`predict` takes SadTalker's eight inputs in the original's order (source_image, driven_audio, preprocess,
+still_mode, enhancer, batch_size, size, pose_style), then optionally `options` (a JSON object of any other
+GenerationOptions: engine, seed, expression_scale, ...; it overrides the eight) and `ref_video` (a file). It returns
+the video and a JSON object saying what ran (engine, frames, size, timings). Errors start with "Input error:" (the
+request cannot work) or "Service error:" (retry later or elsewhere).
 """
 from __future__ import annotations
 
@@ -13,16 +19,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
     from sadtalker.runtime.malloc_tuning import reexec_with_tunables
+    from sadtalker.service.settings import ServiceSettings
 
-    reexec_with_tunables()
+    reexec_with_tunables(ServiceSettings.from_env())
 
 import gradio as gr  # noqa: E402
 
-from sadtalker.errors import TalkingHeadError  # noqa: E402
-from sadtalker.options import ENGINE_CHOICES, NUM_POSE_STYLES, PREPROCESS_MODES, REF_INFO_CHOICES, GenerationOptions  # noqa: E402
-from sadtalker.service.model_service import ModelService, ServiceConfig  # noqa: E402
+from sadtalker.errors import InvalidInputError, TalkingHeadError  # noqa: E402
+from sadtalker.options import (  # noqa: E402
+    ENGINE_CHOICES,
+    NUM_POSE_STYLES,
+    PREPROCESS_MODES,
+    REF_INFO_CHOICES,
+    GenerationOptions,
+    json_object,
+)
+from sadtalker.service.model_service import ModelService  # noqa: E402
+from sadtalker.service.settings import ServiceSettings  # noqa: E402
 
 logger = logging.getLogger("sadtalker.app")
+
+INPUT_ERROR = "Input error: "
+SERVICE_ERROR = "Service error: "
+REFUSED_PATH = "the file was not uploaded to this service"
 
 
 class OptionSlider(gr.Slider):
@@ -35,39 +54,56 @@ class OptionSlider(gr.Slider):
         return payload
 
 
-def make_predict(service: ModelService):
-    """The Generate handler: the first eight inputs are SadTalker's, in its order; the rest are optional."""
+def uploaded(path: str | None, upload_dir: Path) -> Path | None:
+    """`path` if it is a file Gradio itself received (inside its upload folder, after resolving symlinks); any
+    other path is refused with one message, whether or not it exists."""
+    if not path:
+        return None
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(upload_dir.resolve()) or not resolved.is_file():
+        raise InvalidInputError(REFUSED_PATH)
+    return resolved
+
+
+def build_options(preprocess: Any, still_mode: Any, enhancer: Any, batch_size: Any, size: Any, pose_style: Any,
+                  options_json: str | dict | None) -> GenerationOptions:
+    """The eight original inputs, overridden by the optional JSON object of options."""
+    base = dict(preprocess=preprocess, still_mode=still_mode, enhancer=enhancer, batch_size=batch_size, size=size,
+                pose_style=pose_style)
+    extra = options_json if isinstance(options_json, dict) else json_object(options_json)
+    return GenerationOptions.from_mapping({**base, **extra})
+
+
+def make_predict(service: ModelService, upload_dir: Path):
+    """The Generate handler: SadTalker's eight inputs in its order, then the optional options JSON and ref_video."""
 
     def predict(source_image: str | None, driven_audio: str | None, preprocess: str = "crop",
                 still_mode: bool = False, enhancer: bool = False, batch_size: int = 2, size: int = 256,
-                pose_style: int = 0, engine: str = "auto", expression_scale: float = 1.0, seed: int = 0,
-                ref_video: str | None = None, ref_info: str = "pose", idle_mode: bool = False,
-                idle_seconds: float = 5.0, use_blink: bool = True,
-                progress: gr.Progress = gr.Progress()) -> str:
-        if not source_image:
-            raise gr.Error("source_image is required: upload a portrait")
+                pose_style: int = 0, options: str | None = None, ref_video: str | None = None,
+                progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
         try:
-            options = GenerationOptions.from_mapping(dict(
-                preprocess=preprocess, still_mode=still_mode, enhancer=enhancer, batch_size=batch_size,
-                size=size, pose_style=pose_style, engine=engine, expression_scale=expression_scale, seed=seed,
-                ref_video=ref_video or "", ref_info=ref_info, idle_mode=idle_mode, idle_seconds=idle_seconds,
-                use_blink=use_blink,
-            ))
-            without_audio = options.idle_mode or (options.ref_video and options.ref_info == "all")
-            if not driven_audio and not without_audio:
-                raise gr.Error("driven_audio is required: upload a voice clip (or use idle mode)")
+            image = uploaded(source_image, upload_dir)
+            audio = uploaded(driven_audio, upload_dir)
+            reference = uploaded(ref_video, upload_dir)
+            if image is None:
+                raise InvalidInputError("source_image is required: upload a portrait")
+            chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
             progress(0.0, desc="starting")
-            result = service.generate(Path(source_image), Path(driven_audio) if driven_audio else None, options,
+            result = service.generate(image, audio, chosen, ref_video=reference,
                                       progress=lambda fraction, stage: progress(fraction, desc=stage))
-        except TalkingHeadError as exc:
+        except InvalidInputError as exc:
             logger.info("request rejected: %s", exc)
-            raise gr.Error(str(exc)) from exc
-        return str(result.video_path)
+            raise gr.Error(INPUT_ERROR + str(exc)) from exc
+        except TalkingHeadError as exc:
+            logger.warning("request failed: %s", exc)
+            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+        return str(result.video_path), result.info()
 
     return predict
 
 
 def build_demo(service: ModelService) -> gr.Blocks:
+    settings = service.settings
     with gr.Blocks(title="SadTalker", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# SadTalker\nOne portrait and a voice clip in, a talking-head video out.")
         gr.Markdown(service.engine_note, elem_id="engine-note")
@@ -84,28 +120,25 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 size = gr.Radio([256, 512], value=256, label="face model resolution")
                 pose_style = OptionSlider(0, NUM_POSE_STYLES - 1, value=0, step=1, label="Pose style")
                 with gr.Accordion("More options", open=False):
-                    engine = gr.Radio(list(ENGINE_CHOICES), value="auto", label="engine",
-                                      info="auto: SadTalker when its weights are installed; landmark: fast draft")
-                    expression_scale = gr.Slider(0.0, 3.0, value=1.0, step=0.1, label="expression scale")
-                    seed = gr.Number(value=0, precision=0, label="seed (blinks and pose noise)")
+                    options = gr.Textbox(
+                        label="options (JSON)", value="", lines=2,
+                        info=("any other option as a JSON object, e.g. {\"engine\": \"landmark\", \"seed\": 7, "
+                              f"\"ref_info\": \"pose\"}}; engines: {', '.join(ENGINE_CHOICES)}; ref_info: "
+                              f"{', '.join(REF_INFO_CHOICES)}"))
                     ref_video = gr.Video(label="reference video (optional)", sources=["upload"])
-                    ref_info = gr.Radio(list(REF_INFO_CHOICES), value="pose", label="reference video drives",
-                                        info="all: its motion and sound replace the audio's")
-                    idle_mode = gr.Checkbox(label="idle mode (no audio: the face breathes and blinks)")
-                    idle_seconds = gr.Slider(1, 60, value=5, step=1, label="idle length (seconds)")
-                    use_blink = gr.Checkbox(value=True, label="eye blinks")
                 generate = gr.Button("Generate", variant="primary")
             with gr.Column():
                 video = gr.Video(label="Generated video")
+                info = gr.JSON(label="what ran")
         generate.click(
-            make_predict(service),
+            make_predict(service, Path(demo.GRADIO_CACHE)),
             inputs=[source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
-                    engine, expression_scale, seed, ref_video, ref_info, idle_mode, idle_seconds, use_blink],
-            outputs=[video],
+                    options, ref_video],
+            outputs=[video, info],
             api_name="predict",
-            concurrency_limit=service.config.concurrency,
+            concurrency_limit=settings.concurrency,
         )
-    demo.queue(max_size=service.config.max_queue, default_concurrency_limit=service.config.concurrency)
+    demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     return demo
 
 
@@ -120,18 +153,23 @@ def create_app(service: ModelService):
     def health() -> Any:
         try:
             info = service.health()
-        except Exception as exc:  # health must answer, whatever broke
+        except Exception as exc:  # health must answer, whatever broke (a GPU in an error state lands here)
             return JSONResponse({"status": "error", "error": str(exc)}, status_code=503)
         return JSONResponse(info, status_code=200 if info["status"] == "ok" else 503)
 
-    return gr.mount_gradio_app(api, build_demo(service), path="/")
+    demo = build_demo(service)
+    app = gr.mount_gradio_app(api, demo, path="/", max_file_size=service.settings.limits.max_upload_bytes)
+    # Mounted apps skip Gradio's check that API inputs were uploaded through it (it runs once the Blocks count as
+    # launched, as Gradio's own reloader marks them); with it, a FileData path elsewhere on the host is refused.
+    demo.has_launched = True
+    return app
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = ServiceConfig.from_env()
-        service = ModelService(config)
+        settings = ServiceSettings.from_env()
+        service = ModelService(settings)
         logger.info(service.engine_note)
         service.warm_up()
     except TalkingHeadError as exc:
@@ -139,8 +177,8 @@ def main() -> None:
         raise SystemExit(2) from exc
     import uvicorn
 
-    logger.info("model service on http://%s:%d/", config.host, config.port)
-    uvicorn.run(create_app(service), host=config.host, port=config.port, log_level="warning")
+    logger.info("model service on http://%s:%d/", settings.host, settings.port)
+    uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,19 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":  # first, before threads and large imports: glibc reads malloc tunables at start-up
-    from sadtalker.runtime.malloc_tuning import reexec_with_tunables
+    from dataclasses import replace as _replace
 
-    reexec_with_tunables()
+    from sadtalker.runtime.malloc_tuning import reexec_with_tunables
+    from sadtalker.service.settings import ServiceSettings
+
+    _settings = ServiceSettings.from_env()
+    reexec_with_tunables(_replace(_settings, device="cpu") if "--cpu" in sys.argv[1:] else _settings)
 
 logger = logging.getLogger("sadtalker.inference")
 
 PREPROCESS_CHOICES = ("crop", "extcrop", "resize", "full", "extfull")
+PRECISION_CHOICES = ("fp32", "tf32", "fp16", "bf16")
+ENGINE_CHOICES = ("sadtalker", "landmark", "auto")
 EXIT_USAGE = 2   # bad options or input files (argparse uses 2 as well)
 EXIT_FAILURE = 1  # missing checkpoints, no face, ffmpeg failure
 
@@ -34,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driven_audio", help="voice clip (wav, mp3, m4a, ...); not needed with --idle_seconds")
     p.add_argument("--ref_eyeblink", help="reference video whose eye blinks are copied")
     p.add_argument("--ref_pose", help="reference video whose head pose is copied")
-    p.add_argument("--checkpoint_dir", help="folder of the SadTalker weights (default: checkpoints/ of the repo, "
-                                            "or $SADTALKER_CHECKPOINTS)")
+    p.add_argument("--checkpoint_dir", help="folder of the SadTalker weights (default: $SADTALKER_CHECKPOINTS, else "
+                                            "checkpoints/ of the repo)")
     p.add_argument("--result_dir", default="./results", help="folder for the video (default ./results)")
     p.add_argument("--pose_style", type=int, default=0, help="head motion style, 0..45")
     p.add_argument("--batch_size", type=int, default=2, help="frames per renderer forward pass")
@@ -46,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_roll", nargs="+", type=float, help="fixed head roll in degrees")
     p.add_argument("--enhancer", choices=("gfpgan",), help="face enhancer (gfpgan; RestoreFormer is not provided)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32 (exact, default; $SADTALKER_PRECISION), tf32, "
+                                                                  "fp16 or bf16 (CUDA)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="sadtalker",
+                   help="sadtalker (default), landmark (no weights needed), or auto (the best installed)")
     p.add_argument("--no_fast_paths", action="store_true",
                    help="torch's own convolutions in the renderer on the CPU: ~1 GB less memory, slower")
     p.add_argument("--still", action="store_true", help="keep the head still (less head motion; good with full)")
@@ -57,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    """The CLI's flags as GenerationOptions (the reference flags as the original maps them)."""
+    """The CLI's flags as (GenerationOptions, reference video, blink reference video), the reference flags mapped as
+    the original maps them."""
     from sadtalker.options import GenerationOptions
 
-    ref_video, ref_info, blink_video = "", "pose", ""
+    ref_video, ref_info, blink_video = None, "pose", None
     if args.ref_pose:
         ref_video = args.ref_pose
         if args.ref_eyeblink == args.ref_pose:
@@ -69,31 +80,27 @@ def options_from_args(args: argparse.Namespace):
             blink_video = args.ref_eyeblink
     elif args.ref_eyeblink:
         ref_video, ref_info = args.ref_eyeblink, "blink"
-    return GenerationOptions(
+    options = GenerationOptions(
         preprocess=args.preprocess, still_mode=args.still, enhancer=args.enhancer is not None,
         batch_size=args.batch_size, size=args.size, pose_style=args.pose_style,
-        expression_scale=args.expression_scale, seed=args.seed, engine="sadtalker",
+        expression_scale=args.expression_scale, seed=args.seed, engine=args.engine,
         input_yaw=tuple(args.input_yaw or ()), input_pitch=tuple(args.input_pitch or ()),
-        input_roll=tuple(args.input_roll or ()), ref_video=ref_video, ref_info=ref_info,
-        ref_eyeblink_video=blink_video, idle_mode=args.idle_seconds is not None,
+        input_roll=tuple(args.input_roll or ()), ref_info=ref_info, idle_mode=args.idle_seconds is not None,
         idle_seconds=args.idle_seconds if args.idle_seconds is not None else 5.0)
+    return (options, None if ref_video is None else Path(ref_video),
+            None if blink_video is None else Path(blink_video))
 
 
-def check_inputs(args: argparse.Namespace) -> None:
-    """Fail on unreadable inputs before any network is loaded."""
+def read_args_inputs(args: argparse.Namespace, options, ref_video: Path | None, blink_video: Path | None, limits):
+    """Read and check the inputs before any network is loaded (the service's reader, the service's limits)."""
     from sadtalker.errors import InvalidInputError
-    from sadtalker.io.audio import check_audio, load_audio
-    from sadtalker.io.image import load_image
+    from sadtalker.io.inputs import read_inputs
 
-    load_image(Path(args.source_image))
-    if args.idle_seconds is None:
-        if not args.driven_audio:
-            raise InvalidInputError("--driven_audio is required (or --idle_seconds for a clip without speech)")
-        check_audio(load_audio(Path(args.driven_audio)))
-    for flag in ("ref_pose", "ref_eyeblink"):
-        value = getattr(args, flag)
-        if value and not Path(value).is_file():
-            raise InvalidInputError(f"--{flag}: video not found: {value}")
+    if args.idle_seconds is None and not args.driven_audio and not (ref_video and options.ref_info == "all"):
+        raise InvalidInputError("--driven_audio is required (or --idle_seconds for a clip without speech)")
+    audio = Path(args.driven_audio) if args.driven_audio and args.idle_seconds is None else None
+    return read_inputs(Path(args.source_image), audio, options, limits, ref_video=ref_video,
+                       ref_eyeblink_video=blink_video)
 
 
 def check_checkpoints(locations, size: int, enhancer: bool) -> None:
@@ -120,18 +127,17 @@ def output_path(result_dir: Path) -> Path:
     return path
 
 
-def load_pipeline(locations, device: str, size: int, enhancer: bool, cpu_fast_paths: bool = True):
-    """The pipeline with every network this run needs loaded now (so a bad file fails before rendering)."""
-    from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
-    from sadtalker.errors import CheckpointError
+def load_pipeline(settings, size: int, enhancer: bool, engine: str = "sadtalker"):
+    """The engine with every network this run needs loaded now (so a bad file fails before rendering)."""
+    from sadtalker.engines.registry import default_engine_name, load_engine
 
-    try:
-        pipeline = SadTalkerPipeline.from_checkpoint(locations, device=device, cpu_fast_paths=cpu_fast_paths)
-    except ImportError as exc:  # a stage module missing from this build
-        raise CheckpointError(f"the SadTalker engine cannot be loaded: {exc}") from exc
-    pipeline.renderer(size)
-    if enhancer:
-        pipeline.enhancer()
+    name = default_engine_name(settings.locations) if engine == "auto" else engine
+    pipeline = load_engine(name, settings.locations, settings.device, accel=settings.accel,
+                           precision=settings.precision)
+    if name == "sadtalker":
+        pipeline.renderer(size)
+        if enhancer:
+            pipeline.enhancer()
     return pipeline
 
 
@@ -156,27 +162,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from dataclasses import replace
+
     from sadtalker.errors import InvalidInputError, TalkingHeadError
+    from sadtalker.service.settings import ServiceSettings
     from sadtalker.weights import CheckpointLocations
 
     try:
-        options = options_from_args(args)
-        check_inputs(args)
+        settings = ServiceSettings.from_env()
+        changes: dict = {}
+        if args.cpu:
+            changes["device"] = "cpu"
+        if args.precision:
+            changes["precision"] = args.precision
+        if args.no_fast_paths:
+            changes["cpu_fast_paths"] = False
+        if args.checkpoint_dir:
+            changes["locations"] = CheckpointLocations(checkpoint_dir=Path(args.checkpoint_dir),
+                                                       gfpgan_dir=settings.locations.gfpgan_dir)
+        settings = replace(settings, **changes)
+        options, ref_video, blink_video = options_from_args(args)
+        inputs = read_args_inputs(args, options, ref_video, blink_video, settings.limits)
     except InvalidInputError as exc:
         print(f"inference.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    locations = CheckpointLocations.from_env()
-    if args.checkpoint_dir:
-        locations = CheckpointLocations(checkpoint_dir=Path(args.checkpoint_dir), gfpgan_dir=locations.gfpgan_dir)
     progress = None
     try:
-        check_checkpoints(locations, options.size, options.enhancer)
-        pipeline = load_pipeline(locations, "cpu" if args.cpu else "auto", options.size, options.enhancer,
-                                 cpu_fast_paths=not args.no_fast_paths)
+        if args.engine == "sadtalker":
+            check_checkpoints(settings.locations, options.size, options.enhancer)
+        pipeline = load_pipeline(settings, options.size, options.enhancer, args.engine)
         out = output_path(Path(args.result_dir))
         progress = TqdmProgress()
-        audio = Path(args.driven_audio) if args.driven_audio and not options.idle_mode else None
-        result = pipeline.generate(Path(args.source_image), audio, options, out, progress=progress)
+        result = pipeline.generate(inputs, options, out, progress=progress)
     except TalkingHeadError as exc:
         if progress is not None:
             progress.close()

@@ -4,16 +4,16 @@
 
 Inputs are fixed: skimage's astronaut portrait and an espeak-ng spoken clip (~10 s; `--frames N` cuts it to N
 video frames). Weights are random, in the official layouts (compute does not depend on the values): $PARITY_DIR's
-checkpoints when set, else files written once by tests/ckpt_factory.py under artifacts/bench/. Each configuration
-runs in a fresh subprocess, so loading is cold and the peak memory is its own.
-Ours runs with the glibc malloc tunables the model service uses (sadtalker/malloc_tuning.py;
-SADTALKER_MALLOC_TUNING=0 measures without them); the original runs as it ships.
+checkpoints when set, else files written once (sadtalker.engines.sadtalker.random_weights) under artifacts/bench/.
+Each configuration runs in a fresh subprocess, so loading is cold and the peak memory is its own. Ours is the
+product's own pipeline (SadTalkerPipeline.generate, whose per-stage timings are printed), with the glibc malloc
+tunables the model service uses (sadtalker/runtime/malloc_tuning.py; SADTALKER_MALLOC_TUNING=0 measures without
+them); the original runs as it ships.
 
 Printed per configuration: seconds per stage (loading split per component; inputs; face; motion; renderer
 network; compose + encode; enhancer), renderer seconds per frame, frames per second and real-time factor (RTF =
 generation seconds / audio seconds) cold (with model loading) and warm (models loaded), peak RSS, and peak GPU
-memory on CUDA. Stages whose module is not in the package yet are printed as 'not available' and the renderer
-then gets a fixed face crop / synthetic coefficients instead (said in the notes).
+memory on CUDA.
 
 With UPSTREAM_PYTHON and UPSTREAM_ROOT set (the original's interpreter and extracted sources, as for
 ../shared/tools/parity/), each configuration is also timed with the original (scripts/bench_upstream.py, in a
@@ -31,14 +31,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "SadTalker"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "SadTalker")]
 
 from sadtalker.runtime.malloc_tuning import child_environment  # noqa: E402
+from sadtalker.service.settings import ServiceSettings  # noqa: E402
 
 CONFIGS = {"256-crop": (256, "crop"), "256-full": (256, "full"), "512-crop": (512, "crop")}
 SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. Then it rests for a while, and talks about "
@@ -89,27 +90,12 @@ def checkpoint_folders(args: argparse.Namespace, sizes: set[int], enhancer: bool
     parity = os.environ.get("PARITY_DIR")
     if parity and (Path(parity) / "checkpoints").is_dir():
         return Path(parity) / "checkpoints", Path(parity) / "gfpgan" / "weights"
-    from ckpt_factory import write_official_file
-
-    from sadtalker.weights import (
-        AWING_FILE,
-        GFPGAN_FILE,
-        MAPPING_CROP,
-        MAPPING_FULL,
-        PARSENET_FILE,
-        RETINAFACE_FILE,
-        SADTALKER_FILES,
-    )
+    from sadtalker.engines.sadtalker.random_weights import write_checkpoints
 
     ck = Path(args.cache) / "checkpoints"
     gw = Path(args.cache) / "gfpgan" / "weights"
-    wanted = [(ck, SADTALKER_FILES[s]) for s in sorted(sizes | {256})] + [(ck, MAPPING_CROP), (ck, MAPPING_FULL)]
-    if enhancer or args.upstream:
-        wanted += [(gw, n) for n in (GFPGAN_FILE, RETINAFACE_FILE, AWING_FILE, PARSENET_FILE)]
-    for seed, (folder, name) in enumerate(wanted):
-        if not (folder / name).is_file():
-            print(f"writing random-weight {name} (official layout) under {folder}", file=sys.stderr)
-            write_official_file(name, folder, seed=seed * 10)
+    print(f"random-weight files (official layouts) under {args.cache}", file=sys.stderr)
+    write_checkpoints(ck, gw if (enhancer or args.upstream) else None, tuple(sorted(sizes | {256})))
     return ck, gw
 
 
@@ -141,17 +127,11 @@ class PeakMemory:
         self.peak = max(self.peak, self._rss())
 
 
-def timed(iterator: Iterator[Any], secs: dict[str, float], key: str) -> Iterator[Any]:
-    """Yield from `iterator`, adding the time spent inside it to secs[key] (busy time of a streamed stage)."""
-    while True:
-        t = time.perf_counter()
-        try:
-            item = next(iterator)
-        except StopIteration:
-            secs[key] = secs.get(key, 0.0) + time.perf_counter() - t
-            return
-        secs[key] = secs.get(key, 0.0) + time.perf_counter() - t
-        yield item
+def bench_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The service's settings from the environment, with this run's device: they decide the malloc tunables."""
+    from dataclasses import replace
+
+    return replace(ServiceSettings.from_env(), device=args.device)
 
 
 class FixedFivePoints:
@@ -173,141 +153,82 @@ class FixedFivePoints:
 # ------------------------------------------------------------------------------------------------ ours
 def run_ours(size: int, preprocess: str, enhance: bool, image: Path, audio: Path, ck: Path, gw: Path,
              args: argparse.Namespace) -> dict[str, Any]:
-    """One cold request of our engine, stage by stage with the same calls the pipeline makes."""
-    import cv2
+    """One cold request of our engine: its stages loaded (timed one by one), the inputs read as the service reads
+    them, then the pipeline's own generate(), whose per-stage timings are reported."""
     import torch
 
-    from sadtalker.engines.sadtalker.paste import CropInfo, PasteBack, rendered_frame_size
-    from sadtalker.engines.sadtalker.pipeline import _fit_audio, resolve_device
-    from sadtalker.engines.sadtalker.render import FaceRenderer, HeadAngles, is_full_mode
-    from sadtalker.io.audio import load_audio
-    from sadtalker.io.image import load_image
-    from sadtalker.io.video import VideoWriter
+    from sadtalker.accel import AccelConfig
+    from sadtalker.engines.sadtalker.motion import AudioToMotion
+    from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
+    from sadtalker.engines.sadtalker.render import FaceRenderer
+    from sadtalker.engines.sadtalker.source_face import SourceFaceExtractor
+    from sadtalker.io.inputs import read_inputs
+    from sadtalker.options import GenerationOptions
+    from sadtalker.runtime.device import configure_precision, resolve_device
     from sadtalker.weights import CheckpointLocations
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    precision = args.precision or "fp32"
+    configure_precision(device, precision)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     locations = CheckpointLocations(checkpoint_dir=ck, gfpgan_dir=gw)
+    accel = AccelConfig(cpu_kernels=not args.no_fast_paths)
     secs: dict[str, float] = {}
-    notes: list[str] = []
+    notes = ["face landmarks from the face mesh (random-weight detector files find no face)"]
     out: dict[str, Any] = {"stages": secs, "notes": notes, "device": str(device), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()}
-    with PeakMemory() as memory, torch.inference_mode():
-        # Loading (cold): every network this request needs.
-        face_stage = motion_stage = enhancer = None
-        try:
-            from sadtalker.engines.sadtalker.source_face import SourceFaceExtractor
-        except ImportError:
-            notes.append("face stage (sadtalker.engines.sadtalker.source_face) not available: the renderer gets a fixed crop of the "
-                         "portrait and zero source coefficients")
-        else:
-            t = time.perf_counter()
-            # Random-weight RetinaFace/AWing files find no face: landmarks come from the shipped face mesh.
-            face_stage = SourceFaceExtractor.from_checkpoint(locations, device=device, detector="facemesh")
-            secs["load_face"] = time.perf_counter() - t
-            notes.append("face landmarks from the face mesh (random-weight detector files find no face)")
-        try:
-            from sadtalker.engines.sadtalker.motion import AudioToMotion
-        except ImportError:
-            notes.append("motion stage (sadtalker.engines.sadtalker.motion) not available: the renderer gets synthetic coefficients")
-        else:
-            t = time.perf_counter()
-            motion_stage = AudioToMotion.from_checkpoint(locations, device=device)
-            secs["load_motion"] = time.perf_counter() - t
+                           "threads": torch.get_num_threads(), "precision": precision}
+    with PeakMemory() as memory:
+        # Loading (cold): every network this request needs, each stage timed.
         t = time.perf_counter()
-        renderer = FaceRenderer.from_checkpoint(locations, size=size, device=device, **_renderer_kwargs(args))
+        face_stage = SourceFaceExtractor.from_checkpoint(locations, device=device, detector="facemesh")
+        secs["load_face"] = time.perf_counter() - t
+        t = time.perf_counter()
+        motion_stage = AudioToMotion.from_checkpoint(locations, device=device)
+        secs["load_motion"] = time.perf_counter() - t
+        t = time.perf_counter()
+        renderer = FaceRenderer.from_checkpoint(locations, size=size, device=device, accel=accel,
+                                                precision="fp32" if precision == "tf32" else precision,
+                                                compile=args.compile)
         renderer.mapping(preprocess)
         secs["load_render"] = time.perf_counter() - t
+        enhancer = None
         if enhance:
             from sadtalker.engines.sadtalker.enhance import FaceEnhancer
 
             # Frames rendered from random weights show no face for a detector to find, so the enhancer gets the
             # template's five points in the face region of each frame (its networks and paste-back run in full).
-            landmarks = FixedFivePoints((0.3, 0.25, 0.7, 0.75))
             notes.append("enhancer landmarks: fixed five points per frame (random-weight frames have no face)")
             t = time.perf_counter()
-            enhancer = FaceEnhancer.from_checkpoint(locations, device=device, landmarks=landmarks)
+            enhancer = FaceEnhancer.from_checkpoint(locations, device=device,
+                                                    landmarks=FixedFivePoints((0.3, 0.25, 0.7, 0.75)))
             secs["load_enhancer"] = time.perf_counter() - t
+        pipeline = SadTalkerPipeline(face_stage, motion_stage, {size: renderer}, device, locations,
+                                     enhancer=enhancer, accel=accel, precision=precision)
 
-        # The request.
-        request_start = time.perf_counter()
-        picture = load_image(image)
-        samples = load_audio(audio)
-        secs["inputs"] = time.perf_counter() - request_start
-        if face_stage is not None:
-            t = time.perf_counter()
-            face = face_stage.extract(picture, preprocess, size)
-            secs["face"] = time.perf_counter() - t
-            crop, crop_info, coeffs73 = face.crop, face.crop_info, np.asarray(face.coeffs73, np.float32).reshape(-1)
-            if not isinstance(crop_info, CropInfo):
-                crop_info = CropInfo.from_tuple(crop_info)
-        else:
-            x0, y0, x1, y1 = 150, 50, 320, 220
-            crop = cv2.resize(picture[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_LINEAR)
-            crop_info = CropInfo(size=(x1 - x0, y1 - y0), box=(x0, y0, x1, y1), quad=(0.0, 0.0, x1 - x0, y1 - y0))
-            coeffs73 = np.zeros(73, np.float32)
-        num_frames = len(samples) // SAMPLES_PER_FRAME
-        if motion_stage is not None:
-            t = time.perf_counter()
-            coeffs = np.asarray(motion_stage.generate(samples, coeffs73, pose_style=0, seed=0), np.float32)
-            secs["motion"] = time.perf_counter() - t
-        else:
-            coeffs = np.random.default_rng(0).normal(0, 0.1, (num_frames, 70)).astype(np.float32)
-        total = len(coeffs)
-
-        frames: Iterator[np.ndarray] = timed(renderer.render(
-            crop, coeffs, coeffs73, preprocess, batch_size=args.batch_size, angles=HeadAngles()), secs, "render_net")
-        if is_full_mode(preprocess):
-            paste = PasteBack(picture, crop_info, extended=preprocess == "extfull")
-            frames = timed((paste(f) for f in frames), secs, "compose")
-        else:
-            width, height = rendered_frame_size(size, crop_info)
-            if (width, height) != (size, size):
-                frames = timed((cv2.resize(f, (width, height)) for f in frames), secs, "compose")
-        if enhancer is not None:
-            frames = timed(enhancer.enhance_iter(frames), secs, "enhancer")
+        # The request, as the service runs it.
+        options = GenerationOptions(preprocess=preprocess, size=size, enhancer=enhance, batch_size=args.batch_size)
         video = Path(tempfile.mkdtemp(prefix="bench-ours-")) / "out.mp4"
-        encode = 0.0
-        first = next(frames)
-        t = time.perf_counter()
-        with VideoWriter(video, first.shape[1], first.shape[0], audio=_fit_audio(samples, total)) as writer:
-            writer.write(first)
-            encode += time.perf_counter() - t
-            for frame in frames:
-                t = time.perf_counter()
-                writer.write(frame)
-                encode += time.perf_counter() - t
-            t = time.perf_counter()
-        encode += time.perf_counter() - t
+        request_start = time.perf_counter()
+        inputs = read_inputs(image, audio, options)
+        secs["inputs"] = time.perf_counter() - request_start
+        result = pipeline.generate(inputs, options, video)
         secs["request_total"] = time.perf_counter() - request_start
-        # The streamed stages' busy times nest (each pulls from the one before): make them exclusive.
-        if "enhancer" in secs:
-            secs["enhancer"] -= secs.get("compose", secs["render_net"])
-        if "compose" in secs:
-            secs["compose"] -= secs["render_net"]
-        secs["compose_encode"] = secs.pop("compose", 0.0) + encode
+        stages = result.timings
+        secs.update(face=stages["face"], motion=stages["motion"], render_net=stages["render"],
+                    compose_encode=stages.get("compose", 0.0) + stages.get("encode", 0.0))
+        if "enhancer" in stages:
+            secs["enhancer"] = stages["enhancer"]
         video.unlink(missing_ok=True)
         video.parent.rmdir()
-    out["frames"] = total
+    out["frames"] = result.num_frames
     out["peak_rss_mb"] = memory.peak
     if cuda:
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
-
-
-def _renderer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Optional renderer speed settings, passed only when the installed FaceRenderer takes them."""
-    import inspect
-
-    from sadtalker.engines.sadtalker.render import FaceRenderer
-
-    accepted = inspect.signature(FaceRenderer.from_checkpoint).parameters
-    wanted = {"precision": args.precision, "compile": args.compile, "winograd": False if args.no_fast_paths else None}
-    return {k: v for k, v in wanted.items() if k in accepted and v is not None and (k == "winograd" or v)}
 
 
 # ------------------------------------------------------------------------------------------------ the original
@@ -423,8 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=2, help="renderer frames per forward pass")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
-    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
-                    help="renderer precision on CUDA (fp32 on CPU)")
+    ap.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default=None,
+                    help="fp32 (exact, default), tf32 (CUDA), fp16 or bf16 (the renderer under autocast)")
     ap.add_argument("--no-fast-paths", action="store_true",
                     help="our renderer on torch's own CPU convolutions (no Winograd / FFT): the speed-memory trade")
     ap.add_argument("--compile", action="store_true", help="torch.compile the renderer networks")
@@ -474,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"size": size, "preprocess": preprocess, "enhance": enhance, "image": str(image),
                     "audio": str(audio), "ck": str(ck), "gw": str(gw)}
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *passthrough, "--one",
-                                   json.dumps(spec)], capture_output=True, text=True, env=child_environment())
+                                   json.dumps(spec)], capture_output=True, text=True,
+                                  env=child_environment(bench_settings(args)))
             line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH-JSON ")]
             if proc.returncode != 0 or not line:
                 print(f"== {label}: ours failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)

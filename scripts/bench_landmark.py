@@ -61,6 +61,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
 def child(args: argparse.Namespace) -> None:
     """One measured run in this process; prints a JSON line."""
     from sadtalker.engines.landmark.engine import LandmarkEngine
+    from sadtalker.io.inputs import read_inputs
     from sadtalker.options import GenerationOptions
 
     engine = LandmarkEngine()
@@ -70,7 +71,8 @@ def child(args: argparse.Namespace) -> None:
     for i in range(args.repeat):
         before = _cpu_seconds()
         start = time.perf_counter()
-        result = engine.generate(Path(args.image), Path(args.audio), options, Path(args.output))
+        inputs = read_inputs(Path(args.image), Path(args.audio), options)   # decoding counts, as in the service
+        result = engine.generate(inputs, options, Path(args.output))
         times.append(time.perf_counter() - start)
         after = _cpu_seconds()
         cpu.append(sum(after) - sum(before))

@@ -83,7 +83,7 @@ def start_services(tmp: Path, procs: list[subprocess.Popen]) -> str:
     try:
         model, front = start_product(
             tmp, procs, front_ready="/api/health", SADTALKER_MAX_QUEUE="100", RATE_LIMIT="off",
-            WORKERS=os.environ.get("WORKERS", "4"),
+            MAX_QUEUED_PER_ACCOUNT="0", WORKERS=os.environ.get("WORKERS", "4"),
             DATABASE_URL=os.environ.get("LOAD_DATABASE_URL", f"sqlite:///{tmp / 'front.db'}"))
     except RuntimeError as exc:  # a service died or never answered: its log's tail, no traceback
         raise SystemExit(str(exc)) from None

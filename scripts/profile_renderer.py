@@ -1,9 +1,9 @@
 """Where the face renderer's per-frame time goes: seconds per module of one forward pass on CPU.
 
-    python scripts/profile_renderer.py [--size 256] [--batch-size 2] [--repeats 2] [--no-winograd] [--ops]
+    python scripts/profile_renderer.py [--size 256] [--batch-size 2] [--repeats 2] [--no-fast-paths] [--ops]
 
-Weights are random in the official layout ($PARITY_DIR/checkpoints when set, else written by tests/ckpt_factory.py
-under artifacts/bench/); compute does not depend on the values. Times are inclusive per module (forward hooks),
+Weights are random in the official layout ($PARITY_DIR/checkpoints when set, else written by
+sadtalker.engines.sadtalker.random_weights under artifacts/bench/); compute does not depend on the values. Times are inclusive per module (forward hooks),
 the best of `--repeats` passes after one warm-up; `--ops` also prints torch.profiler's top operators.
 """
 from __future__ import annotations
@@ -17,12 +17,13 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "SadTalker"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "SadTalker")]
 
-if __name__ == "__main__":  # as the service runs (see sadtalker/malloc_tuning.py)
+if __name__ == "__main__":  # as the service runs (see sadtalker/runtime/malloc_tuning.py)
     from sadtalker.runtime.malloc_tuning import reexec_with_tunables
+    from sadtalker.service.settings import ServiceSettings
 
-    reexec_with_tunables()
+    reexec_with_tunables(ServiceSettings.from_env())
 
 logger = logging.getLogger("profile_renderer")
 
@@ -30,7 +31,7 @@ logger = logging.getLogger("profile_renderer")
 def _checkpoints(size: int) -> Path:
     if os.environ.get("PARITY_DIR"):
         return Path(os.environ["PARITY_DIR"]) / "checkpoints"
-    from ckpt_factory import write_official_file  # type: ignore[import-not-found]
+    from sadtalker.engines.sadtalker.random_weights import write_official_file
 
     folder = ROOT / "artifacts" / "bench" / "checkpoints"
     write_official_file(f"SadTalker_V0.0.2_{size}.safetensors", folder)
@@ -42,23 +43,24 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--no-winograd", action="store_true", help="torch's own convolutions (no CPU fast paths)")
+    ap.add_argument("--no-fast-paths", action="store_true", help="the renderer's CPU kernels off (sadtalker.accel)")
     ap.add_argument("--ops", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import torch
 
+    from sadtalker.accel import AccelConfig
     from sadtalker.engines.sadtalker.render import FaceRenderer
     from sadtalker.weights import CheckpointLocations
 
     ck = _checkpoints(args.size)
     renderer = FaceRenderer.from_checkpoint(CheckpointLocations(checkpoint_dir=ck, gfpgan_dir=ck), size=args.size,
-                                            winograd=not args.no_winograd)
+                                            accel=AccelConfig(cpu_kernels=not args.no_fast_paths))
     gen = renderer.generator
     b = args.batch_size
     torch.manual_seed(0)
-    with torch.inference_mode(), renderer.fast_paths():
+    with torch.inference_mode():
         appearance = gen.extract_appearance(torch.rand(1, 3, args.size, args.size))
         kp_source = torch.rand(1, 15, 3).sub(0.5).expand(b, -1, -1)
         kp_driving = (kp_source + 0.02 * torch.randn(b, 15, 3))

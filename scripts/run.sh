@@ -14,7 +14,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 "$PY" SadTalker/app.py & pids+=($!)
-"$PY" DemoFront/app.py & pids+=($!)
+"$PY" DemoFront/app.py & pids+=($!)  # the front, served by waitress (see DemoFront/demofront/server.py)
 echo "model service: http://$SADTALKER_HOST:$SADTALKER_PORT/"
 echo "web front:     http://$FRONT_HOST:$FRONT_PORT/   (Ctrl-C stops both)"
 # Exit (and stop the other) as soon as either service ends.

@@ -31,6 +31,19 @@ def parity_dir() -> Path:
     return Path(value)
 
 
+@pytest.fixture(scope="session")
+def ditto_parity_dir() -> Path:
+    """Golden data of ../shared/tools/ditto_parity (the original Ditto on random weights); skips without it."""
+    value = os.environ.get("DITTO_PARITY_DIR")
+    if not value:
+        pytest.skip("DITTO_PARITY_DIR not set: Ditto parity tests need the golden data of shared/tools/ditto_parity "
+                    "(python3 scripts/parity_data.py --only ditto prints the export line)")
+    path = Path(value)
+    if not (path / "golden").is_dir():
+        pytest.skip(f"DITTO_PARITY_DIR={path} holds no golden/ folder")
+    return path
+
+
 @pytest.fixture(scope="module")  # module: a test module may narrow `parity_dir` with its own checks
 def parity_locations(parity_dir: Path):
     """The random-weight official checkpoints the golden data was made with."""
@@ -106,8 +119,7 @@ def _quiet_third_party_logs(caplog: pytest.LogCaptureFixture) -> None:
 def official_checkpoints(tmp_path_factory: pytest.TempPathFactory):
     """A checkpoint folder with the SadTalker files (256 safetensors + both mapping files) in the official layout,
     random weights. Written once per test session (~730 MB on disk)."""
-    from ckpt_factory import write_official_file
-
+    from sadtalker.engines.sadtalker.random_weights import write_official_file
     from sadtalker.weights import MAPPING_CROP, MAPPING_FULL, SADTALKER_FILES, CheckpointLocations
 
     root = tmp_path_factory.mktemp("checkpoints")
@@ -119,8 +131,7 @@ def official_checkpoints(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def official_gfpgan_weights(official_checkpoints):
     """GFPGAN/facexlib files in the official layout (random weights) under the fixture's gfpgan folder."""
-    from ckpt_factory import write_official_file
-
+    from sadtalker.engines.sadtalker.random_weights import write_official_file
     from sadtalker.weights import AWING_FILE, GFPGAN_FILE, PARSENET_FILE, RETINAFACE_FILE
 
     for seed, name in enumerate((GFPGAN_FILE, RETINAFACE_FILE, AWING_FILE, PARSENET_FILE)):

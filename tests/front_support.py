@@ -86,7 +86,7 @@ def database_url(kind: str, tmp_path: Path) -> str:
 
 def make_config(tmp_path: Path, url: str, **changes: Any) -> Config:
     base = Config(database_url=url, data_dir=tmp_path / "data", secret_key="test-secret", rate_limit="1000/minute",
-                  workers=2, testing=True, admin_users=("admin",))
+                  signup_limit_per_address="1000/hour", workers=2, testing=True, admin_users=("admin",))
     return base.with_(**changes) if changes else base
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from ckpt_factory import file_spec
 
+from sadtalker.engines.sadtalker.random_weights import file_spec
 from sadtalker.errors import CheckpointError
 from sadtalker.weights import CheckpointLocations, forget_open_checkpoints, load_network, open_checkpoint
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from .config import Config
+from .config import MAX_FIELD_BYTES, Config
 from .db import Database
 from .model_client import ModelClientProtocol
 from .replicas import ReplicaPool
+from .retention import RetentionSweeper
 from .storage import Storage
 from .worker import JobRunner
 
@@ -33,16 +34,20 @@ SECURITY_HEADERS = {
 
 @dataclass
 class Front:
-    """What the app's views share: settings, database, file storage, the job runner and job factory."""
+    """What the app's views share: settings, database, file storage, the job runner, the retention sweeper, the
+    rate limiter and the job factory."""
 
     config: Config
     db: Database
     storage: Storage
     client: ModelClientProtocol
     runner: JobRunner
+    sweeper: RetentionSweeper
     jobs: "object" = None
+    limiter: "object" = None
 
     def close(self) -> None:
+        self.sweeper.stop()
         self.runner.shutdown(wait=True)
         self.db.dispose()
 
@@ -60,24 +65,38 @@ def _secret_key(config: Config) -> str:
 
 
 def create_app(config: Config | None = None, model_client: ModelClientProtocol | None = None) -> Flask:
-    """Build the app: migrate the database, start the job runner (re-queue/fail leftovers), register the areas."""
+    """Build the app: migrate the database, start the job runner (re-queue/fail leftovers) and the retention
+    sweeper, register the areas and their rate limits. Call it once per process: it starts the threads that
+    dispatch jobs (DemoFront/app.py serves the one app it makes)."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from . import admin, api, auth, health, pages
     from .errors import register_error_handlers
     from .jobs import JobFactory
+    from .media import limit_pillow_pixels
+    from .rate_limits import install_rate_limits
+    from .session_cookie import SessionInterface
+    from .validation import MAX_IMAGE_SIDE
 
     config = config or Config.from_env()
     app = Flask(__name__, instance_path=str(Path(config.data_dir).resolve().parent))
     app.config.update(
         SECRET_KEY=_secret_key(config),
         MAX_CONTENT_LENGTH=config.max_upload_bytes,
-        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=MAX_FIELD_BYTES,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.session_cookie_secure == "true",  # "auto": per request, see session_cookie
         PERMANENT_SESSION_LIFETIME=timedelta(days=14),
         FRONT=config,
         TESTING=config.testing,
         JSON_SORT_KEYS=False,
     )
+    app.session_interface = SessionInterface()
+    if config.trusted_proxies:  # the client's address and scheme as the last N proxies forwarded them
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    limit_pillow_pixels(MAX_IMAGE_SIDE)
     db = Database(config.database_url)
     db.upgrade()
     storage = Storage(config.data_dir)
@@ -85,7 +104,8 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
                                          retries=config.model_retries)
     runner = JobRunner(db, storage, client, config.workers,
                        stale_seconds=(config.model_retries + 1) * config.model_timeout_seconds + 60)
-    front = Front(config=config, db=db, storage=storage, client=client, runner=runner)
+    sweeper = RetentionSweeper(db, storage, config.job_retention_days, config.retention_sweep_minutes * 60)
+    front = Front(config=config, db=db, storage=storage, client=client, runner=runner, sweeper=sweeper)
     front.jobs = JobFactory(front)
     app.extensions["demofront"] = front
 
@@ -97,8 +117,10 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     register_error_handlers(app)
     for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
+    front.limiter = install_rate_limits(app, config)
 
     runner.recover()
+    sweeper.start()
     logger.info("front ready: database %s, data in %s, model service %s", db.dialect, storage.root,
                 config.sadtalker_url)
     return app

@@ -9,12 +9,13 @@ from sqlalchemy import func, select
 
 from .auth import require_user, require_user_or_anonymous
 from .errors import ApiError
-from .jobs import Requester, can_see, job_to_dict, queue_position
+from .jobs import Requester, can_see, iso, job_to_dict, queue_position
 from .models import Job
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+MAX_PAGE = 100_000  # keeps the row offset far inside the database's integer range
 
 
 def front() -> Any:
@@ -26,18 +27,25 @@ def requester() -> Requester:
 
 
 def job_urls(job: Job) -> dict[str, Any]:
+    stored = job.expired_at is None  # the retention sweep removed an expired job's files
     return {
         "status_url": url_for("api.get_job", job_id=job.id),
         "page_url": url_for("pages.job_page", job_id=job.id),
-        "video_url": url_for("api.job_video", job_id=job.id) if job.status == "done" else None,
-        "image_url": url_for("api.job_file", job_id=job.id, kind="image"),
-        "audio_url": url_for("api.job_file", job_id=job.id, kind="audio"),
-        "thumb_url": url_for("api.job_file", job_id=job.id, kind="thumb") if job.thumb_path else None,
+        "video_url": url_for("api.job_video", job_id=job.id) if job.status == "done" and stored else None,
+        "image_url": url_for("api.job_file", job_id=job.id, kind="image") if stored else None,
+        "audio_url": url_for("api.job_file", job_id=job.id, kind="audio") if stored else None,
+        "thumb_url": url_for("api.job_file", job_id=job.id, kind="thumb") if job.thumb_path and stored else None,
     }
 
 
+def refuse_if_expired(job: Job, what: str) -> None:
+    if job.expired_at is not None:
+        days = front().config.job_retention_days
+        raise ApiError(410, f"the {what} of job {job.id} has expired (files are kept {days:g} days after a job "
+                            "ends)", extra={"expired_at": iso(job.expired_at)})
+
+
 def describe(job: Job) -> dict[str, Any]:
-    from .jobs import iso
     from .models import JobAttempt
 
     with front().db.session() as s:
@@ -89,7 +97,7 @@ def generate() -> Any:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     user = require_user()
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(MAX_PAGE, max(1, request.args.get("page", 1, type=int) or 1))
     per_page = min(100, max(1, request.args.get("per_page", 20, type=int) or 20))
     with front().db.session() as s:
         total = s.scalar(select(func.count(Job.id)).where(Job.owner_id == user.id)) or 0
@@ -130,6 +138,7 @@ def job_video(job_id: str) -> Response:
 
 
 def _send_video(job: Job) -> Response:
+    refuse_if_expired(job, "video")
     path = front().storage.absolute(job.output_path)
     if not path.is_file():
         raise ApiError(410, f"the video of job {job.id} is no longer stored")
@@ -141,6 +150,7 @@ def _send_video(job: Job) -> Response:
 @bp.get("/jobs/<job_id>/<any(image, audio, thumb):kind>")
 def job_file(job_id: str, kind: str) -> Response:
     job = visible_job(job_id)
+    refuse_if_expired(job, kind)
     relative = {"image": job.image_path, "audio": job.audio_path, "thumb": job.thumb_path}[kind]
     if not relative:
         raise ApiError(404, f"job {job_id} has no {kind}")

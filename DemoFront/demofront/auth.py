@@ -2,12 +2,14 @@
 API keys sent as `Authorization: Bearer <key>`."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import re
 import secrets
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from flask import (Blueprint, abort, Response, current_app, flash, g, jsonify, redirect, render_template, request,
                    session, url_for)
@@ -63,8 +65,10 @@ def load_user() -> None:
     if user_id is not None:
         with front().db.session() as s:
             g.user = s.get(User, user_id)
-        if g.user is None:
+        if g.user is None or g.user.session_generation != session.get("generation", 0):
+            g.user = None  # the account is gone, or signed out since this cookie was made
             session.pop("user_id", None)
+            session.pop("generation", None)
         else:
             g.auth_via = "session"
     if request.method in UNSAFE_METHODS and request.endpoint != "static":
@@ -107,7 +111,7 @@ def signup() -> Any:
         error = f"password: at least {MIN_PASSWORD} characters"
     if error is None:
         user = User(username=username, password_hash=generate_password_hash(password),
-                    is_admin=username in front().config.admin_users, created_at=utcnow())
+                    is_admin=username in front().config.admin_users, created_at=utcnow(), session_generation=0)
         try:
             with front().db.session() as s:
                 s.add(user)
@@ -121,20 +125,54 @@ def signup() -> Any:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
+    """Failed attempts are limited per account name and per client address (rate_limits.py). An unknown name
+    costs the same password hash as a wrong password and gets the same answer."""
+    next_path = local_path(request.values.get("next", ""))
     if request.method == "GET":
-        return render_template("login.html", next=request.args.get("next", ""))
+        return render_template("login.html", next=next_path or "")
     username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
     with front().db.session() as s:
         user = s.scalar(select(User).where(User.username == username))
-    if user is None or not check_password_hash(user.password_hash, request.form.get("password", "")):
-        return render_template("login.html", error="wrong username or password", username=username), 400
+    stored_hash = user.password_hash if user is not None else _dummy_hash()
+    if not check_password_hash(stored_hash, password) or user is None:
+        return render_template("login.html", error="wrong username or password", username=username,
+                               next=next_path or ""), 400
     _sign_in(user)
-    target = request.form.get("next", "")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("pages.index"), 303)
+    return redirect(next_path or url_for("pages.index"), 303)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash made like real ones (werkzeug's default method), checked when the name is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def local_path(target: str) -> str | None:
+    """`target` if it is a path on this site ('/history?page=2'), else None. Refuses what a browser may read as
+    another host: '//host', '/\\host', schemes, and any control character or space (browsers drop tabs and
+    newlines, so '/<tab>/host' becomes '//host'), also once percent-decoded ('/%09/host', '/%2F/host')."""
+    if not target or len(target) > 2000:
+        return None
+    for form in (target, unquote(target)):
+        if not form.startswith("/") or form.startswith("//"):
+            return None
+        if any(ord(c) < 0x21 or c in "\\\x7f" for c in form):
+            return None
+        parts = urlsplit(form)
+        if parts.scheme or parts.netloc:
+            return None
+    return target
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    """Ends every session of the account (the generation on its row moves on), then this browser's."""
+    if g.user is not None and g.auth_via == "session":
+        with front().db.session() as s:
+            user = s.get(User, g.user.id)
+            if user is not None:
+                user.session_generation += 1
     session.clear()
     return redirect(url_for("pages.index"), 303)
 
@@ -142,6 +180,7 @@ def logout() -> Any:
 def _sign_in(user: User) -> None:
     session.clear()
     session["user_id"] = user.id
+    session["generation"] = user.session_generation
     session["csrf"] = secrets.token_urlsafe(32)
     session.permanent = True
 
@@ -179,6 +218,8 @@ def list_keys(user: User) -> list[ApiKey]:
 
 
 def revoke_key(user: User, key_id: int) -> ApiKey:
+    if not 0 < key_id < 2**31:  # the id column's range: a larger number is no key, not a database error
+        raise ApiError(404, f"no API key {key_id}")
     with front().db.session() as s:
         key = s.get(ApiKey, key_id)
         if key is None or key.user_id != user.id:

@@ -9,6 +9,8 @@ from typing import Any
 
 FRONT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VAR = FRONT_ROOT / "instance"
+MAX_FIELD_BYTES = 1024 * 1024  # one text field of a form (files are bounded by MAX_UPLOAD_MB only)
+COOKIE_SECURE_CHOICES = ("auto", "true", "false")
 
 
 def _bool(text: str) -> bool:
@@ -27,10 +29,26 @@ def parse_rate_limit(text: str) -> tuple[int, float] | None:
         return None
     match = re.fullmatch(r"(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?", text)
     if not match:
-        raise ValueError(f"RATE_LIMIT must look like '10/minute' or '100/hour'; got {text!r}")
+        raise ValueError(f"a rate limit must look like '10/minute', '100/hour' or '10/15min'; got {text!r}")
     unit = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
             "d": 86400, "day": 86400}[match.group(3)]
     return int(match.group(1)), float(int(match.group(2) or 1) * unit)
+
+
+def limit_string(text: str) -> str | None:
+    """A rate in our notation ('10/minute', '5/30s') as the limits library writes it ('10 per 60 second')."""
+    rate = parse_rate_limit(text)
+    if rate is None:
+        return None
+    count, window = rate
+    return f"{count} per {int(window)} second"
+
+
+def _cookie_secure(text: str) -> str:
+    value = text.strip().lower()
+    if value in ("", "auto"):
+        return "auto"
+    return "true" if _bool(value) else "false"
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,20 @@ class Config:
     secret_key: str = ""
     admin_users: tuple[str, ...] = ()
     page_size: int = 12
+    # security and bounds (README: Security)
+    trusted_proxies: int = 0
+    session_cookie_secure: str = "auto"
+    login_limit_per_account: str = "10/15min"
+    login_limit_per_address: str = "50/15min"
+    signup_limit_per_address: str = "10/hour"
+    ratelimit_storage_uri: str = "memory://"
+    max_queued_per_account: int = 10
+    max_queued_jobs: int = 200
+    job_retention_days: float = 30.0
+    retention_sweep_minutes: float = 60.0
+    # the HTTP server (DemoFront/app.py)
+    server_threads: int = 16
+    read_timeout_seconds: float = 30.0
     testing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +93,20 @@ class Config:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{DEFAULT_VAR / 'demofront.db'}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        parse_rate_limit(self.rate_limit)  # fail at start-up, not on the first request
+        for name in ("rate_limit", "login_limit_per_account", "login_limit_per_address",
+                     "signup_limit_per_address"):
+            try:  # fail at start-up, not on the first request
+                parse_rate_limit(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name.upper()}: {exc}") from None
+        if self.session_cookie_secure not in COOKIE_SECURE_CHOICES:
+            raise ValueError(f"SESSION_COOKIE_SECURE must be auto, true or false; got {self.session_cookie_secure!r}")
+        for name in ("trusted_proxies", "max_queued_per_account", "max_queued_jobs", "job_retention_days"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.upper()} must be 0 or more; got {getattr(self, name)}")
+        for name in ("retention_sweep_minutes", "server_threads", "read_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.upper()} must be more than 0; got {getattr(self, name)}")
         if self.model_retries < 0:
             raise ValueError(f"MODEL_RETRIES must be 0 or more; got {self.model_retries}")
         self.model_urls  # fail at start-up on a malformed SADTALKER_URL(S)
@@ -107,4 +152,16 @@ class Config:
             model_retries=int(env.get("MODEL_RETRIES", d.model_retries)),
             secret_key=env.get("SECRET_KEY", ""),
             admin_users=tuple(u.strip() for u in env.get("ADMIN_USERS", "").split(",") if u.strip()),
+            trusted_proxies=int(env.get("TRUSTED_PROXIES", d.trusted_proxies)),
+            session_cookie_secure=_cookie_secure(env.get("SESSION_COOKIE_SECURE", d.session_cookie_secure)),
+            login_limit_per_account=env.get("LOGIN_LIMIT_PER_ACCOUNT", d.login_limit_per_account),
+            login_limit_per_address=env.get("LOGIN_LIMIT_PER_ADDRESS", d.login_limit_per_address),
+            signup_limit_per_address=env.get("SIGNUP_LIMIT_PER_ADDRESS", d.signup_limit_per_address),
+            ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI", d.ratelimit_storage_uri),
+            max_queued_per_account=int(env.get("MAX_QUEUED_PER_ACCOUNT", d.max_queued_per_account)),
+            max_queued_jobs=int(env.get("MAX_QUEUED_JOBS", d.max_queued_jobs)),
+            job_retention_days=float(env.get("JOB_RETENTION_DAYS", d.job_retention_days)),
+            retention_sweep_minutes=float(env.get("RETENTION_SWEEP_MINUTES", d.retention_sweep_minutes)),
+            server_threads=int(env.get("SERVER_THREADS", d.server_threads)),
+            read_timeout_seconds=float(env.get("READ_TIMEOUT_SECONDS", d.read_timeout_seconds)),
         )

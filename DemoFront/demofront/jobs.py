@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,58 +27,65 @@ class Requester:
     user_agent: str | None
 
 
+QUEUE_RETRY_AFTER_SECONDS = 30  # what a refused client is told to wait when a queue bound is reached
+
+
 class JobFactory:
-    """Turns a multipart request into a stored, queued job, or an ApiError naming the field at fault."""
+    """Turns a multipart request into a stored, queued job, or an ApiError naming the field at fault.
+
+    Order: options (every number's range) -> queue bounds -> inputs checked in a private scratch folder -> the
+    row inserted and the folder moved into place in one transaction, so a job's files and its row appear together
+    or not at all. Requests per minute are limited before this (rate_limits.py)."""
 
     def __init__(self, front: Any) -> None:  # front: demofront.Front (avoids an import cycle)
         self.front = front
-        self._rate_lock = threading.Lock()
-        self._pending: dict[str, int] = {}
+        self._queue_lock = threading.Lock()
+        self._pending: dict[str, int] = {}  # requests being checked now, per account ("" = all)
 
-    # -- rate limit --------------------------------------------------------------------------------------------
+    # -- queue bounds ------------------------------------------------------------------------------------------
 
-    def _rate_key(self, who: Requester) -> tuple[str, Any]:
+    @staticmethod
+    def _account(who: Requester) -> tuple[str, Any]:
         return ("user", who.user.id) if who.user else ("addr", who.client_addr)
 
-    def _reserve(self, who: Requester) -> str | None:
-        """Count this request against the limit (jobs created in the window + requests being checked now)."""
-        rate = self.front.config.rate
-        if rate is None:
-            return None
-        limit, window = rate
-        kind, value = self._rate_key(who)
+    def _reserve(self, who: Requester) -> str:
+        """Count this request against the queue bounds: unfinished jobs (queued or running) plus requests being
+        checked right now, per account (or client address) and overall. 429 / 503 with Retry-After when full."""
+        config = self.front.config
+        kind, value = self._account(who)
         key = f"{kind}:{value}"
-        since = utcnow() - timedelta(seconds=window)
         column = Job.owner_id if kind == "user" else Job.client_addr
-        with self._rate_lock:
+        unfinished = Job.status.in_(("queued", "running"))
+        retry = {"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)}
+        with self._queue_lock:
             with self.front.db.session() as s:
-                count, oldest = s.execute(
-                    select(func.count(Job.id), func.min(Job.created_at)).where(column == value,
-                                                                               Job.created_at >= since)
-                ).one()
-            if count + self._pending.get(key, 0) >= limit:
-                retry = window if oldest is None else (oldest + timedelta(seconds=window) - utcnow()).total_seconds()
-                retry_after = max(1, math.ceil(retry))
-                raise ApiError(429, f"rate limit reached: at most {limit} generations per {window:g} s; "
-                                    f"try again in {retry_after} s", headers={"Retry-After": str(retry_after)})
-            self._pending[key] = self._pending.get(key, 0) + 1
+                mine = s.scalar(select(func.count(Job.id)).where(unfinished, column == value)) or 0
+                everyone = s.scalar(select(func.count(Job.id)).where(unfinished)) or 0
+            if config.max_queued_per_account and mine + self._pending.get(key, 0) >= config.max_queued_per_account:
+                raise ApiError(429, f"you have {config.max_queued_per_account} generations queued or running (the "
+                                    "limit per account); wait for one to finish", headers=retry)
+            if config.max_queued_jobs and everyone + self._pending.get("", 0) >= config.max_queued_jobs:
+                raise ApiError(503, f"the queue is full ({config.max_queued_jobs} generations waiting or running); "
+                                    f"try again in {QUEUE_RETRY_AFTER_SECONDS} s", headers=retry)
+            for k in (key, ""):
+                self._pending[k] = self._pending.get(k, 0) + 1
         return key
 
-    def _release(self, key: str | None) -> None:
-        if key is None:
-            return
-        with self._rate_lock:
-            self._pending[key] -= 1
-            if self._pending[key] <= 0:
-                del self._pending[key]
+    def _release(self, key: str) -> None:
+        with self._queue_lock:
+            for k in (key, ""):
+                self._pending[k] -= 1
+                if self._pending[k] <= 0:
+                    del self._pending[k]
 
     # -- creation ----------------------------------------------------------------------------------------------
 
     def create(self, form: Mapping[str, str], files: Mapping[str, FileStorage], who: Requester,
                reuse_inputs_of: Job | None = None) -> Job:
-        config = self.front.config
         storage = self.front.storage
         options = parse_options(form.to_dict() if hasattr(form, "to_dict") else dict(form))
+        if reuse_inputs_of is not None and reuse_inputs_of.expired_at is not None:
+            raise ApiError(410, f"the inputs of job {reuse_inputs_of.id} have expired")
         key = self._reserve(who)
         job_id = uuid.uuid4().hex
         scratch = storage.incoming(job_id)
@@ -92,7 +97,6 @@ class JobFactory:
                 fields.update(self._take_image(files.get("image"), scratch))
                 fields.update(self._take_audio(files.get("audio"), form, scratch))
             final = storage.job_dir(job_id)
-            os.replace(scratch, final)
             for name in ("image_path", "audio_path"):
                 fields[name] = storage.relative(final / Path(fields[name]).name)
             job = Job(id=job_id, owner_id=who.user.id if who.user else None, status="queued", progress=0.0,
@@ -101,8 +105,7 @@ class JobFactory:
                       expression_scale=float(options.expression_scale), seed=options.seed,
                       engine_requested=options.engine, client_addr=(who.client_addr or "")[:64] or None,
                       user_agent=(who.user_agent or "")[:255] or None, created_at=utcnow(), **fields)
-            with self.front.db.session() as s:
-                s.add(job)
+            self._insert_with_files(job, scratch, final)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -111,6 +114,19 @@ class JobFactory:
         logger.info("job %s queued (%s, %.1f s audio)", job_id, job.image_format, job.audio_seconds)
         self.front.runner.submit(job_id)
         return job
+
+    def _insert_with_files(self, job: Job, scratch: Path, final: Path) -> None:
+        """The row is inserted (checked by the database, invisible to others) before the folder moves into place,
+        and committed after: a refused row leaves no folder, a failed commit removes the moved one."""
+        try:
+            with self.front.db.session() as s:
+                s.add(job)
+                s.flush()
+                os.replace(scratch, final)
+        except BaseException:
+            if final.exists():
+                self.front.storage.delete_job(job.id)
+            raise
 
     def _take_image(self, upload: FileStorage | None, scratch: Path) -> dict[str, Any]:
         if upload is None or (not upload.filename and upload.content_length == 0):
@@ -158,6 +174,8 @@ class JobFactory:
         fields: dict[str, Any] = {}
         for kind in ("image", "audio"):
             src = storage.absolute(getattr(source, f"{kind}_path"))
+            if not src.is_file():
+                raise ApiError(410, f"the {kind} of job {source.id} is no longer stored")
             dst = scratch / src.name
             shutil.copyfile(src, dst)
             fields[f"{kind}_path"] = str(dst)
@@ -210,6 +228,7 @@ def job_to_dict(job: Job, urls: dict[str, str], position: int | None = None) -> 
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "expired_at": iso(job.expired_at),
         "timings": {
             "queued_seconds": seconds(job.created_at, job.started_at),
             "generation_seconds": round(job.generation_seconds, 3) if job.generation_seconds is not None else None,

@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_STATUSES = ("queued", "running", "done", "failed")
+MAX_SEED = 2**63 - 1  # the seed column is a signed 64-bit integer
 
 
 def utcnow() -> datetime:
@@ -26,6 +27,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Sessions carry the generation they were made in; signing out bumps it, so every earlier cookie is void.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -69,7 +72,7 @@ class Job(Base):
     size: Mapped[int] = mapped_column(Integer)
     pose_style: Mapped[int] = mapped_column(Integer)
     expression_scale: Mapped[float] = mapped_column(Float)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)  # 0..MAX_SEED
     engine_requested: Mapped[str] = mapped_column(String(16))
     # inputs
     image_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -100,6 +103,8 @@ class Job(Base):
     thumb_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
     generation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     runner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the front instance that ran it
+    # when the retention sweep removed the job's files (JOB_RETENTION_DAYS); the row stays as history
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     OPTION_FIELDS = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style",
                      "expression_scale", "seed")

@@ -6,6 +6,7 @@ from typing import Any
 from sadtalker.options import ENGINE_CHOICES, MAX_BATCH_SIZE, NUM_POSE_STYLES, PREPROCESS_MODES
 
 from .config import Config
+from .models import MAX_SEED
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def spec(config: Config) -> dict[str, Any]:
                     "size": {"type": "integer", "enum": [256, 512], "default": 256},
                     "pose_style": {"type": "integer", "minimum": 0, "maximum": NUM_POSE_STYLES - 1, "default": 0},
                     "expression_scale": {"type": "number", "minimum": 0, "maximum": 3, "default": 1.0},
-                    "seed": {"type": "integer", "default": 0},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "default": 0},
                     "engine": {"type": "string", "enum": list(ENGINE_CHOICES), "default": "auto"}}},
                 "Job": {"type": "object", "properties": {
                     "id": {"type": "string"},
@@ -46,6 +47,8 @@ def spec(config: Config) -> dict[str, Any]:
                     "error": {"type": ["string", "null"]}, "error_kind": {"type": ["string", "null"]},
                     "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
                     "finished_at": {"type": ["string", "null"]}, "timings": {"type": "object"},
+                    "expired_at": {"type": ["string", "null"],
+                                   "description": "when the retention removed the job's files (JOB_RETENTION_DAYS)"},
                     "options": {"$ref": "#/components/schemas/Options"}, "engine": {"type": ["string", "null"]},
                     "image": {"type": "object"}, "audio": {"type": "object"},
                     "status_url": {"type": "string"}, "video_url": {"type": ["string", "null"]},
@@ -73,10 +76,11 @@ def spec(config: Config) -> dict[str, Any]:
                 "responses": {"202": {**job_ok, "description": "queued; poll status_url"}, "200": mp4,
                               "400": _error("an input or option is not acceptable (field named)"),
                               "401": _error("anonymous use is off: send an API key"),
-                              "413": _error(f"the upload is larger than {config.max_upload_mb:g} MB"),
+                              "413": _error(f"the upload is larger than {config.max_upload_mb:g} MB, or a text field than 1 MB"),
                               "422": _error("?wait=true: the model refused the inputs (e.g. no face)"),
-                              "429": _error("rate limit; see Retry-After"),
-                              "502": _error("?wait=true: the model service failed or is unreachable")}}},
+                              "429": _error("rate limit, or too many of your generations queued; see Retry-After"),
+                              "502": _error("?wait=true: the model service failed or is unreachable"),
+                              "503": _error("the queue is full; see Retry-After")}}},
             "/api/jobs": {"get": {"summary": "Your jobs, newest first", "parameters": [
                 {"name": "page", "in": "query", "schema": {"type": "integer"}},
                 {"name": "per_page", "in": "query", "schema": {"type": "integer"}}],
@@ -89,11 +93,14 @@ def spec(config: Config) -> dict[str, Any]:
             "/api/jobs/{job_id}/video": {"get": {"summary": "The mp4 (Range supported; ?download=1 for a file)",
                                                 "parameters": [job_id],
                                                 "responses": {"200": mp4, "206": mp4, "404": _error("no such job"),
-                                                              "409": _error("not done yet")}}},
+                                                              "409": _error("not done yet"),
+                                                              "410": _error("expired (JOB_RETENTION_DAYS)")}}},
             "/api/jobs/{job_id}/image": {"get": {"summary": "The stored input image", "parameters": [job_id],
-                                                "responses": {"200": {"description": "the image"}}}},
+                                                "responses": {"200": {"description": "the image"},
+                                                              "410": _error("expired")}}},
             "/api/jobs/{job_id}/audio": {"get": {"summary": "The stored input audio", "parameters": [job_id],
-                                                "responses": {"200": {"description": "the audio"}}}},
+                                                "responses": {"200": {"description": "the audio"},
+                                                              "410": _error("expired")}}},
             "/api/keys": {
                 "get": {"summary": "Your API keys", "responses": {"200": {"description": "keys"}}},
                 "post": {"summary": "Make an API key (shown once)", "requestBody": {"content": {"application/json": {

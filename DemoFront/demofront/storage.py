@@ -66,6 +66,13 @@ class Storage:
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
+    def remove_tree(self, path: Path) -> None:
+        """A folder under jobs/ or incoming/ (the retention sweep's leftovers); refuses anything else."""
+        path = Path(path).resolve()
+        if path.parent not in (self.root / "jobs", self.root / "incoming"):
+            raise ValueError(f"not a job or scratch folder: {path}")
+        shutil.rmtree(path, ignore_errors=True)
+
     def incoming(self, job_id: str) -> Path:
         """A private scratch folder for a request being checked; renamed to the job folder when accepted."""
         path = self.root / "incoming" / job_id

@@ -10,12 +10,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sadtalker.options import GenerationOptions
-
 from .db import Database
 from .model_client import ModelClientProtocol, ModelError
 from .models import Job, utcnow
 from .storage import Storage
+from .validation import parse_options
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class JobRunner:
             if claimed != 1:  # gone, or another front (or thread) took it first
                 return
             job = s.get(Job, job_id)
-            options = GenerationOptions.from_mapping(job.options())
+            options = parse_options(job.options())  # the seed exactly (up to 2**63-1)
             image = self.storage.absolute(job.image_path)
             audio = self.storage.absolute(job.audio_path)
         output = self.storage.job_dir(job_id) / "result.mp4"

@@ -32,4 +32,14 @@ class CheckpointError(TalkingHeadError):
 
 
 class FFmpegError(TalkingHeadError, RuntimeError):
-    """ffmpeg failed; carries the tail of its stderr."""
+    """ffmpeg failed; carries the tail of its stderr (a decoding failure of an upload is re-raised as an input
+    error by the readers in `sadtalker.io`)."""
+
+
+class ServiceError(TalkingHeadError, RuntimeError):
+    """The service could not do the work (resources, an internal fault): not the user's input. The front may retry
+    the same request elsewhere or later."""
+
+
+class OutOfMemoryError(ServiceError):
+    """The device ran out of memory for this request; the message names a smaller setting that fits."""

@@ -7,7 +7,6 @@ names the file, the keys and the download command.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 from dataclasses import dataclass
@@ -40,23 +39,20 @@ LEGACY_FILES = {
 
 @dataclass(frozen=True)
 class CheckpointLocations:
-    """The folders searched for weights: SadTalker's `checkpoints/` and GFPGAN's `gfpgan/weights/`."""
+    """The folders searched for weights: SadTalker's `checkpoints/` and GFPGAN's `gfpgan/weights/` (the service's
+    SADTALKER_CHECKPOINTS and SADTALKER_GFPGAN_WEIGHTS, read in sadtalker.service.settings)."""
 
     checkpoint_dir: Path = REPO_ROOT / "checkpoints"
     gfpgan_dir: Path = REPO_ROOT / "gfpgan" / "weights"
     download_hint: str = DOWNLOAD_HINT
 
-    @classmethod
-    def from_env(cls) -> "CheckpointLocations":
-        ckpt = Path(os.environ.get("SADTALKER_CHECKPOINTS", cls.checkpoint_dir))
-        gfp = Path(os.environ.get("SADTALKER_GFPGAN_WEIGHTS", cls.gfpgan_dir))
-        return cls(checkpoint_dir=ckpt, gfpgan_dir=gfp)
-
     def sadtalker_file(self, size: int) -> Path:
         return self.checkpoint_dir / SADTALKER_FILES[size]
 
     def mapping_file(self, preprocess: str) -> Path:
-        name = MAPPING_FULL if preprocess in ("full", "extfull") else MAPPING_CROP
+        from sadtalker.options import Preprocess
+
+        name = MAPPING_FULL if Preprocess(preprocess).full else MAPPING_CROP
         return self.checkpoint_dir / name
 
     def gfpgan_file(self, name: str) -> Path:
@@ -197,29 +193,65 @@ def load_network(module: nn.Module, path: Path, what: str, *, prefix: str | None
     return module.eval()
 
 
-# Sub-networks of SadTalker_V0.0.2_{256,512}.safetensors: key prefix there, and (legacy file, entry) otherwise.
-SADTALKER_COMPONENTS: dict[str, tuple[str, str, str]] = {
-    "audio2exp": ("audio2exp.", LEGACY_FILES["audio2exp"], "model"),
-    "audio2pose": ("audio2pose.", LEGACY_FILES["audio2pose"], "model"),
-    "face_3drecon": ("face_3drecon.", LEGACY_FILES["face_3drecon"], "net_recon"),
+@dataclass(frozen=True)
+class Source:
+    """Where one network's tensors are in one official file: an exact key `prefix`, and/or a top-level `entry`.
+    `{size}` / `{other}` in the file name stand for the requested face size and the other one."""
+
+    file: str
+    prefix: str | None = None
+    entry: str | None = None
+    folder: str = "checkpoints"     # "checkpoints" (SadTalker's) or "gfpgan" (GFPGAN's, then checkpoints/)
+    strip_module: bool = False      # keys saved from a DataParallel wrapper ("module.")
+
+
+ST = "SadTalker_V0.0.2_{size}.safetensors"
+ST_OTHER = "SadTalker_V0.0.2_{other}.safetensors"
+
+# Every network the engines load: (name for messages, sources in order of preference; the first present file
+# holding the prefix or entry is used, as the original falls back from the safetensors files to the legacy ones).
+NETWORKS: dict[str, tuple[str, tuple[Source, ...]]] = {
+    "kp_extractor": ("keypoint detector (kp_extractor)", (Source(ST, prefix="kp_extractor."),)),
+    "generator": ("face generator", (Source(ST, prefix="generator."),)),
+    "mapping_crop": ("mapping network (crop modes)", (Source(MAPPING_CROP, entry="mapping"),)),
+    "mapping_full": ("mapping network (full modes)", (Source(MAPPING_FULL, entry="mapping"),)),
+    "audio2exp": ("audio2exp", (Source(ST, prefix="audio2exp."), Source(ST_OTHER, prefix="audio2exp."),
+                                Source(LEGACY_FILES["audio2exp"], entry="model"))),
+    "audio2pose": ("audio2pose", (Source(ST, prefix="audio2pose."), Source(ST_OTHER, prefix="audio2pose."),
+                                  Source(LEGACY_FILES["audio2pose"], entry="model"))),
+    "face_3drecon": ("face reconstruction (face_3drecon)", (
+        Source(ST, prefix="face_3drecon."), Source(ST_OTHER, prefix="face_3drecon."),
+        Source(LEGACY_FILES["face_3drecon"], entry="net_recon"))),
+    "gfpgan": ("GFPGAN", (Source(GFPGAN_FILE, entry="params_ema", folder="gfpgan"),   # as GFPGANer reads it
+                          Source(GFPGAN_FILE, entry="params", folder="gfpgan"))),
+    "parsenet": ("ParseNet", (Source(PARSENET_FILE, folder="gfpgan"),)),
+    "retinaface": ("RetinaFace", (Source(RETINAFACE_FILE, folder="gfpgan", strip_module=True),)),
+    "awing": ("AWing FAN", (Source(AWING_FILE, entry="state_dict", folder="gfpgan"),)),
 }
 
 
-def load_sadtalker_component(module: nn.Module, locations: CheckpointLocations, component: str,
-                             size: int = 256) -> nn.Module:
-    """Load one sub-network from the SadTalker safetensors file (the `size` one, else the other size), or from its
-    legacy per-network file when no safetensors file is present (as the original falls back)."""
-    if component not in SADTALKER_COMPONENTS:
-        raise CheckpointError(f"unknown SadTalker component {component!r}; known: {', '.join(SADTALKER_COMPONENTS)}")
-    prefix, legacy, entry = SADTALKER_COMPONENTS[component]
-    for candidate in (size, *(s for s in SADTALKER_FILES if s != size)):
-        path = locations.sadtalker_file(candidate)
-        if path.is_file():
-            return load_network(module, path, component, prefix=prefix, hint=locations.download_hint)
-    legacy_path = locations.checkpoint_dir / legacy
-    if legacy_path.is_file():
-        return load_network(module, legacy_path, component, entry=entry, hint=locations.download_hint)
-    raise CheckpointError(
-        f"checkpoint file not found: {locations.sadtalker_file(size)} (nor the legacy {legacy_path.name}) for the "
-        f"{component} network. Get the official weights with: {locations.download_hint}"
-    )
+def source_path(source: Source, locations: CheckpointLocations, size: int = 256) -> Path:
+    other = next((s for s in SADTALKER_FILES if s != size), size)
+    name = source.file.format(size=size, other=other)
+    return locations.gfpgan_file(name) if source.folder == "gfpgan" else locations.checkpoint_dir / name
+
+
+def load(module: nn.Module, network: str, locations: CheckpointLocations, size: int = 256) -> nn.Module:
+    """Load `network` (a key of NETWORKS) into `module` from the first of its sources present, strictly, and put
+    the module in eval mode. Raises one CheckpointError naming the file (and the fallbacks tried) and the command."""
+    what, sources = NETWORKS[network]
+    tried: list[Path] = []
+    for source in sources:
+        path = source_path(source, locations, size)
+        if not path.is_file():
+            if path not in tried:
+                tried.append(path)
+            continue
+        contents = open_checkpoint(path, locations.download_hint)
+        if source.entry is not None and source.entry not in contents and source is not sources[-1]:
+            continue  # the same file under another entry, next
+        return load_network(module, path, what, prefix=source.prefix, entry=source.entry,
+                            strip_module=source.strip_module, hint=locations.download_hint)
+    others = f" (nor {', '.join(p.name for p in tried[1:])})" if len(tried) > 1 else ""
+    raise CheckpointError(f"checkpoint file not found: {tried[0]}{others} for the {what} network. Get the official "
+                          f"weights with: {locations.download_hint}")

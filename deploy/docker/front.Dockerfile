@@ -18,4 +18,6 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin app \
 USER 10001
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/livez', timeout=4)"
+# DemoFront/app.py serves with waitress (one process, SERVER_THREADS request threads, READ_TIMEOUT_SECONDS),
+# not Werkzeug's development server; the process also runs the job dispatcher, so it is the only one per container.
 CMD ["python", "DemoFront/app.py"]

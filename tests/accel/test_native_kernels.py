@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sadtalker.accel import AccelConfig, accelerate, winograd
 from sadtalker.accel import native as native_kernels
-from sadtalker.accel import winograd
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                                     reason="no C compiler on this machine")
@@ -23,12 +23,8 @@ def lib():
     return built
 
 
-def _both_paths(monkeypatch, run):
-    native = run()
-    with monkeypatch.context() as patch:
-        patch.setattr(native_kernels, "library", lambda: None)
-        plain = run()
-    return native, plain
+def _both_paths(lib, run):
+    return run(lib), run(None)
 
 
 @needs_compiler
@@ -43,7 +39,7 @@ def test_2d_native_equals_pure_pytorch_and_conv2d(lib, monkeypatch, shape, with_
     bias = torch.randn(o, generator=gen) if with_bias else None
     u = winograd.transform_weight(weight)
     ref = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=1).float()
-    native, plain = _both_paths(monkeypatch, lambda: winograd.winograd_conv2d(x, u, bias, chunk_tiles=7))
+    native, plain = _both_paths(lib, lambda lib: winograd.winograd_conv2d(x, u, bias, chunk_tiles=7, lib=lib))
     scale = ref.abs().max().item()
     assert native.shape == ref.shape and native.is_contiguous()
     assert (native - ref).abs().max().item() <= 2e-5 * scale
@@ -60,8 +56,8 @@ def test_3d_native_equals_conv3d_on_strided_input(lib, monkeypatch, shape):
     weight = torch.randn(o, c, 3, 3, 3, generator=gen) / (5 * c**0.5)
     bias = torch.randn(o, generator=gen)
     ref = F.conv3d(x.double(), weight.double(), bias.double(), padding=1).float()
-    native, plain = _both_paths(monkeypatch, lambda: winograd.winograd_conv3d(x, winograd.transform_weight(weight),
-                                                                             bias, chunk_tiles=8))
+    native, plain = _both_paths(lib, lambda lib: winograd.winograd_conv3d(x, winograd.transform_weight(weight),
+                                                                         bias, chunk_tiles=8, lib=lib))
     scale = ref.abs().max().item()
     assert (native - ref).abs().max().item() <= 2e-5 * scale
     assert (native - plain).abs().max().item() <= 2e-5 * scale
@@ -85,11 +81,10 @@ def test_built_once_per_source(tmp_path):
 
 def test_missing_compiler_falls_back_to_pytorch(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setenv("SADTALKER_CACHE_DIR", str(tmp_path / "cache"))
     native_kernels.library.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger=native_kernels.__name__):
-            assert native_kernels.library() is None
+            assert native_kernels.library(tmp_path / "cache") is None
         assert "native kernels unavailable" in caplog.text
         x = torch.randn(1, 64, 9, 9)
         weight = torch.randn(64, 64, 3, 3) / 24
@@ -100,12 +95,11 @@ def test_missing_compiler_falls_back_to_pytorch(monkeypatch, tmp_path, caplog):
         native_kernels.library.cache_clear()
 
 
-def test_switched_off_by_environment(monkeypatch, caplog):
-    monkeypatch.setenv(native_kernels.ENV_SWITCH, "0")
-    native_kernels.library.cache_clear()
-    try:
-        with caplog.at_level(logging.INFO, logger=native_kernels.__name__):
-            assert native_kernels.library() is None
-        assert "switched off" in caplog.text
-    finally:
-        native_kernels.library.cache_clear()
+def test_switched_off(monkeypatch):
+    """AccelConfig(native_kernels=False) (the service's SADTALKER_NATIVE_KERNELS=0): the pure PyTorch transforms."""
+    assert native_kernels.NativeKernels(enabled=False).library() is None
+    conv = accelerate(torch.nn.Conv2d(64, 64, 3, padding=1), AccelConfig(native_kernels=False))
+    monkeypatch.setattr(native_kernels, "input_tiles", lambda *a, **k: pytest.fail("native kernel called"))
+    x = torch.randn(1, 64, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-4)

@@ -2,11 +2,13 @@
 renderer's CPU fast paths for wide kernels with few outputs, the tap matrix computed once per layer."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sadtalker.accel import tapconv, winograd
+from sadtalker.accel import accelerate, tapconv
 
 
 @pytest.mark.parametrize("shape, out, kernel, padding", [
@@ -28,22 +30,24 @@ def test_matches_conv2d(shape, out, kernel, padding, with_bias):
     assert (got.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
 
 
-def test_layer_path_is_cached_and_only_with_the_fast_paths(monkeypatch):
-    layer = torch.nn.Conv2d(40, 1, kernel_size=7, padding=3)
-    x = torch.randn(2, 40, 16, 16)
+def test_occlusion_head_layer_at_real_widths_is_cached_and_cpu_fp32_only(monkeypatch):
+    """The occlusion head as the 256 renderer has it (1792 -> 1 channels, 7x7), on a smaller plane."""
+    torch.manual_seed(1)
+    layer = torch.nn.Conv2d(1792, 1, kernel_size=7, padding=3)
+    x = torch.randn(2, 1792, 24, 24)
     calls = []
     original = tapconv.tap_matrix
     monkeypatch.setattr(tapconv, "tap_matrix", lambda w: calls.append(1) or original(w))
+    fast = accelerate(copy.deepcopy(layer))
+    assert isinstance(fast, tapconv.TapConv2d)
+    assert not tapconv.fits(torch.nn.Conv2d(40, 8, kernel_size=7, padding=3))    # many outputs
+    assert not tapconv.fits(torch.nn.Conv2d(40, 1, kernel_size=3, padding=1))    # narrow kernel
+    assert not tapconv.fits(torch.nn.Conv2d(40, 1, kernel_size=7, stride=2))
     with torch.no_grad():
         expected = layer(x)
-        assert not tapconv.applies(layer, x)  # off by default
-        with winograd.winograd_enabled():
-            assert tapconv.applies(layer, x)
-            assert not tapconv.applies(torch.nn.Conv2d(40, 8, kernel_size=7, padding=3), x)   # many outputs
-            assert not tapconv.applies(torch.nn.Conv2d(40, 1, kernel_size=3, padding=1), x)   # narrow kernel
-            assert not tapconv.applies(torch.nn.Conv2d(40, 1, kernel_size=7, stride=2), x)
-            first = tapconv.conv(layer, x)
-            second = tapconv.conv(layer, x)
+        first, second = fast(x), fast(x)
+        on_meta = accelerate(copy.deepcopy(layer).to("meta"))   # as on another device: torch's kernel
+        assert on_meta(torch.empty(2, 1792, 24, 24, device="meta")).shape == expected.shape
     assert len(calls) == 1
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(second, first, rtol=0, atol=0)

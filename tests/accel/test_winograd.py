@@ -1,16 +1,19 @@
-"""Winograd F(4x4, 3x3) convolutions of the renderer: equal to torch's convolution up to float rounding, the
-weights transformed once per layer, and the official-size renderer's frames the same with the fast path on or off."""
+"""Winograd F(4x4, 3x3) convolutions of the renderer: equal to torch's convolution up to float rounding, only for
+fp32 CPU inputs, the weights transformed once per layer, and the official-size renderer's frames the same
+accelerated or plain."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sadtalker.accel import winograd
+from sadtalker.accel import AccelConfig, accelerate, is_accelerated, winograd
 from sadtalker.accel.weight_cache import Derived
 from sadtalker.errors import InvalidInputError
-from sadtalker.nets.render_blocks import SPADE, SPADEResnetBlock, SpectralNormConv2d
+from sadtalker.nets.render_blocks import SpectralNormConv2d
 
 
 @pytest.mark.parametrize("m", [2, 4, 6])
@@ -40,32 +43,52 @@ def test_matches_conv3d(shape):
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() <= 2e-5 * ref.abs().max().item()
     conv = torch.nn.Conv3d(c, o, 3, padding=1)
-    with torch.inference_mode(), winograd.winograd_enabled():
+    fast = accelerate(copy.deepcopy(conv))
+    assert isinstance(fast, winograd.WinogradConv3d)
+    with torch.inference_mode():
         # small planes keep torch's kernel (little gain, large transformed weights)
-        assert winograd.applies(x, c, o, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1) == (min(h, w) >= 16)
+        assert winograd.runs_on(x) == (min(h, w) >= 16)
         expected = conv(x)
-        assert (winograd.conv(conv, x) - expected).abs().max().item() <= 2e-5 * expected.abs().max().item()
+        assert (fast(x) - expected).abs().max().item() <= 2e-5 * expected.abs().max().item()
 
 
-def test_narrow_or_other_convolutions_keep_torchs_path():
-    conv = torch.nn.Conv2d(3, 64, 3, padding=1)
-    x = torch.randn(1, 3, 16, 16)
-    with winograd.winograd_enabled():
-        assert not winograd.applies(x, 3, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        assert not winograd.applies(torch.randn(1, 64, 8, 8), 64, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1)
-        assert not winograd.applies(torch.randn(1, 64, 8, 8).double(), 64, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        assert not winograd.applies(torch.randn(1, 64, 4, 8, 8), 64, 64, (7, 7, 7), (1, 1, 1), (3, 3, 3), (1, 1, 1), 1)
-        assert torch.equal(winograd.conv(conv, x), conv(x))
-    assert not winograd.applies(torch.randn(1, 64, 8, 8), 64, 64, (3, 3), (1, 1), (1, 1), (1, 1), 1)  # off
+def test_only_wide_3x3_convolutions_are_swapped():
+    assert winograd.fits(torch.nn.Conv2d(64, 64, 3, padding=1))
+    assert winograd.fits(torch.nn.Conv3d(64, 128, 3, padding=1))
+    assert not winograd.fits(torch.nn.Conv2d(3, 64, 3, padding=1))              # narrow: the image layers
+    assert not winograd.fits(torch.nn.Conv2d(64, 64, 3, stride=2, padding=1))
+    assert not winograd.fits(torch.nn.Conv2d(64, 64, 3, padding=1, padding_mode="reflect"))
+    assert not winograd.fits(torch.nn.Conv3d(64, 64, 7, padding=3))
+    narrow = torch.nn.Conv2d(3, 64, 3, padding=1)
+    assert type(accelerate(narrow)) is torch.nn.Conv2d
+
+
+@pytest.mark.parametrize("x", [torch.randn(1, 64, 8, 8).double(), torch.empty(1, 64, 8, 8, device="meta")])
+def test_other_dtypes_and_devices_take_torchs_kernel(x, monkeypatch):
+    """The fast paths stay off for non-CPU or non-fp32 tensors: a meta tensor (as a CUDA one would) goes through
+    torch's convolution and never reaches the Winograd code."""
+    conv = accelerate(torch.nn.Conv2d(64, 64, 3, padding=1).to(x.device, x.dtype))
+    monkeypatch.setattr(winograd, "cached_conv", lambda *a, **k: pytest.fail("Winograd path taken"))
+    assert not winograd.runs_on(x)
+    with torch.no_grad():
+        out = conv(x)
+    assert out.shape == x.shape and out.device == x.device and out.dtype == x.dtype
+
+
+def test_autocast_takes_torchs_kernel(monkeypatch):
+    conv = accelerate(torch.nn.Conv2d(64, 64, 3, padding=1))
+    monkeypatch.setattr(winograd, "cached_conv", lambda *a, **k: pytest.fail("Winograd path taken"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(torch.randn(1, 64, 8, 8)).dtype == torch.bfloat16
 
 
 def test_weights_are_transformed_once_and_follow_updates(monkeypatch):
-    conv = SpectralNormConv2d(64, 64, kernel_size=3, padding=1)
+    conv = accelerate(SpectralNormConv2d(64, 64, kernel_size=3, padding=1))
     x = torch.randn(1, 64, 12, 12)
     calls = []
     original = winograd.transform_weight
     monkeypatch.setattr(winograd, "transform_weight", lambda w, m=4: calls.append(1) or original(w, m))
-    with torch.no_grad(), winograd.winograd_enabled():
+    with torch.no_grad():
         first = conv(x)
         conv(x)
         assert len(calls) == 1
@@ -77,43 +100,13 @@ def test_weights_are_transformed_once_and_follow_updates(monkeypatch):
     assert (updated - expected).abs().max() < 1e-4 and not torch.allclose(first, updated)
 
 
-def test_spade_fast_path_equals_the_plain_one():
-    spade = SPADE(128, 256).eval()
-    x, seg = torch.randn(2, 128, 32, 32), torch.randn(2, 256, 8, 8)
-    with torch.no_grad():
-        plain = spade(x, seg)
-    with torch.inference_mode(), winograd.winograd_enabled():
-        fast = spade(x, seg)
-    assert (fast - plain).abs().max().item() < 1e-4
-
-
-@pytest.mark.parametrize("fin, fout, size", [(128, 64, 32), (128, 128, 16)])
-def test_resnet_block_fast_path_equals_the_plain_one(fin, fout, size):
-    """With a learned shortcut the fast path folds conv_s into norm_s's beta; without one it only shares the norm."""
-    torch.manual_seed(fin + fout)
-    block = SPADEResnetBlock(fin, fout, 96).eval()
-    with torch.no_grad():
-        block.conv_0.weight_u.normal_()  # spectral-norm vectors as a checkpoint would have them
-        block.conv_0.weight_v.normal_()
-        if block.learned_shortcut:
-            block.conv_s.weight_u.normal_()
-            block.conv_s.weight_v.normal_()
-    x, seg = torch.randn(2, fin, size, size), torch.randn(2, 96, size // 4, size // 4)
-    with torch.no_grad():
-        plain = block(x, seg)
-    with torch.inference_mode(), winograd.winograd_enabled():
-        fast = block(x, seg)
-        again = block(x, seg)  # from the cached folded weights
-    assert block.learned_shortcut == (fin != fout)
-    assert (fast - plain).abs().max().item() < 1e-4 * plain.abs().max().item()
-    assert torch.equal(fast, again)
-
-
-def test_official_renderer_frames_equal_with_and_without_winograd(official_checkpoints):
+def test_official_renderer_frames_equal_accelerated_and_plain(official_checkpoints):
     from sadtalker.engines.sadtalker.render import FaceRenderer, renderer_coefficients
 
     renderer = FaceRenderer.from_checkpoint(official_checkpoints, size=256, device="cpu")
-    assert renderer.winograd  # the CPU default
+    plain_renderer = FaceRenderer.from_checkpoint(official_checkpoints, size=256, device="cpu", accel=None)
+    assert renderer.accel is not None and renderer.accel.cpu_kernels  # the default
+    assert is_accelerated(renderer.generator.decoder) and not any(map(is_accelerated, plain_renderer.generator.modules()))
     rng = np.random.default_rng(3)
     crop = (rng.random((256, 256, 3)) * 255).astype(np.uint8)
     coeffs = (rng.normal(size=(2, 70)) * 0.1).astype(np.float32)
@@ -121,8 +114,8 @@ def test_official_renderer_frames_equal_with_and_without_winograd(official_check
     target, source = renderer_coefficients(coeffs, source, "crop", 1.0, False)
     state = renderer.prepare_source(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255, source, "crop")
     fast = next(renderer.render_batches(state, target, "crop", batch_size=2)).frames
-    renderer.winograd = False
-    plain = next(renderer.render_batches(state, target, "crop", batch_size=2)).frames
+    state = plain_renderer.prepare_source(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255, source, "crop")
+    plain = next(plain_renderer.render_batches(state, target, "crop", batch_size=2)).frames
     assert (fast - plain).abs().max().item() < 2e-3  # the renderer's parity tolerance; measured ~1e-5
 
 
@@ -154,5 +147,8 @@ def test_fast_paths_can_be_turned_off_for_the_service(official_checkpoints, monk
     monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "maybe")  # a typo is refused, not read as on
     with pytest.raises(InvalidInputError, match="SADTALKER_CPU_FAST_PATHS must be true or false"):
         ServiceConfig.from_env()
-    pipeline = SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu", cpu_fast_paths=False)
-    assert pipeline.renderers[256].winograd is False and pipeline.cpu_fast_paths is False
+    pipeline = SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu",
+                                                 accel=AccelConfig(cpu_kernels=False))
+    generator = pipeline.renderers[256].generator
+    assert not any(isinstance(m, (winograd.WinogradConv2d, winograd.WinogradConv3d)) for m in generator.modules())
+    assert is_accelerated(generator.decoder)  # the memory savings stay

@@ -73,7 +73,7 @@ def test_base_resource_files_validate_on_their_own():
             _validate(doc)
             kinds.add(doc["kind"])
     assert {"Namespace", "Secret", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment", "Job",
-            "HorizontalPodAutoscaler", "Ingress"} <= kinds
+            "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy"} <= kinds
     for overlay in ("cpu", "gpu"):
         k = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
         assert k["resources"] == ["../../base"]
@@ -206,6 +206,47 @@ def test_env_names_secrets_and_volumes_agree_with_the_code(rendered):
     front = _container(_one(docs, "Deployment", "front"), "front")
     assert next(m for m in front["volumeMounts"] if m["name"] == "videos")["mountPath"] == \
         _env(front)["DATA_DIR"]["value"]
+
+
+def _base_docs() -> list[dict]:
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    return [d for name in kustomization["resources"] for d in _docs((K8S / "base" / name).read_text())]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are checked here: {selector}"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _pod_labels(docs: list[dict]) -> dict[str, dict]:
+    """Every workload's pod labels, by workload name."""
+    return {d["metadata"]["name"]: d["spec"]["template"]["metadata"].get("labels", {})
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+
+
+@pytest.mark.parametrize("source", ["base", "cpu", "gpu"])
+def test_only_the_fronts_reach_the_model_pods(source):
+    """A NetworkPolicy isolates the model pods: one ingress rule, from the front pods only (no namespace or
+    address blocks), on the model container's port; no other policy opens them wider."""
+    docs = _base_docs() if source == "base" else _render(source)
+    pods = _pod_labels(docs)
+    model = _one(docs, "StatefulSet", "sadtalker-model")
+    port = _container(model, "model")["ports"][0]["containerPort"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and _selects(d["spec"]["podSelector"],
+                                                                                 pods["sadtalker-model"])]
+    assert [p["metadata"]["name"] for p in policies] == ["sadtalker-model-from-fronts-only"]
+    spec = policies[0]["spec"]
+    assert "Ingress" in spec["policyTypes"]
+    assert [name for name, labels in pods.items() if _selects(spec["podSelector"], labels)] == ["sadtalker-model"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"}, peer  # same namespace, pods only: no namespaceSelector, no ipBlock
+    assert [name for name, labels in pods.items() if _selects(peer["podSelector"], labels)] == ["front"]
+    # the front reaches the model on that port, behind the Ingress (one proxy: its forwarded addresses count)
+    front = _container(_one(docs, "Deployment", "front"), "front")
+    assert all(f":{port}/" in url for url in _env(front)["SADTALKER_URLS"]["value"].split(","))
+    assert _env(front)["TRUSTED_PROXIES"]["value"] == "1"
 
 
 def test_gpu_overlay_asks_for_one_gpu_and_gpu_nodes_and_cpu_does_not(rendered):

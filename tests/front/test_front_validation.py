@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +122,20 @@ def test_config_from_environment(tmp_path):
     assert parse_rate_limit("off") is None and parse_rate_limit("10/30s") == (10, 30.0)
     with pytest.raises(ValueError):
         Config.from_env({"RATE_LIMIT": "lots"})
+
+
+def test_hardening_settings_from_environment():
+    config = Config.from_env({"TRUSTED_PROXIES": "1", "SESSION_COOKIE_SECURE": "yes", "JOB_RETENTION_DAYS": "0",
+                              "LOGIN_LIMIT_PER_ACCOUNT": "5/minute", "LOGIN_LIMIT_PER_ADDRESS": "off",
+                              "SIGNUP_LIMIT_PER_ADDRESS": "3/hour", "MAX_QUEUED_PER_ACCOUNT": "4",
+                              "MAX_QUEUED_JOBS": "50", "RETENTION_SWEEP_MINUTES": "5", "SERVER_THREADS": "8",
+                              "READ_TIMEOUT_SECONDS": "10", "RATELIMIT_STORAGE_URI": "memory://"})
+    assert (config.trusted_proxies, config.session_cookie_secure, config.job_retention_days) == (1, "true", 0)
+    assert (config.max_queued_per_account, config.max_queued_jobs, config.server_threads) == (4, 50, 8)
+    default = Config.from_env({})
+    assert default.session_cookie_secure == "auto" and default.trusted_proxies == 0
+    assert default.job_retention_days == 30 and default.login_limit_per_account == "10/15min"
+    for bad in ({"LOGIN_LIMIT_PER_ACCOUNT": "often"}, {"SESSION_COOKIE_SECURE": "maybe"}, {"TRUSTED_PROXIES": "-1"},
+                {"SERVER_THREADS": "0"}, {"JOB_RETENTION_DAYS": "-2"}):
+        with pytest.raises(ValueError):
+            Config.from_env(bad)

@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from ckpt_factory import group_shapes
 
+from sadtalker.engines.sadtalker.random_weights import group_shapes
 from sadtalker.nets.gfpgan import GFPGANConfig, GFPGANv1Clean
 from sadtalker.nets.parsenet import ParseNet, ParseNetConfig
 from sadtalker.nets.stylegan2 import ModulatedConv2d

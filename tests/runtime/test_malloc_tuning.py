@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sadtalker.runtime import malloc_tuning
+from sadtalker.service.settings import ServiceSettings
 
 SRC = str(Path(__file__).resolve().parents[2] / "SadTalker")
 MB = 2**20
@@ -36,12 +37,14 @@ REEXEC = """
 import json, os, sys
 sys.path.insert(0, {src!r})
 from sadtalker.runtime import malloc_tuning
+from sadtalker.service.settings import ServiceSettings
 print("START", flush=True)
-malloc_tuning.reexec_with_tunables()
+malloc_tuning.reexec_with_tunables(ServiceSettings.from_env())
 print(json.dumps({{"argv": sys.argv[1:], "tunables": os.environ.get("GLIBC_TUNABLES")}}))
 """
 
-linux_glibc = pytest.mark.skipif(not malloc_tuning.enabled({}), reason="glibc tunables (Linux/glibc only)")
+CPU = ServiceSettings(device="cpu")
+linux_glibc = pytest.mark.skipif(not malloc_tuning.applies(CPU), reason="glibc tunables (Linux/glibc only)")
 
 
 def _env(tuned: bool) -> dict[str, str]:
@@ -75,10 +78,14 @@ def test_user_settings_win_and_others_are_kept():
     assert not malloc_tuning.is_tuned(env)
 
 
-def test_switch_off():
-    assert malloc_tuning.enabled({malloc_tuning.ENV_SWITCH: "0"}) is False
-    env = {malloc_tuning.ENV_SWITCH: "off", "X": "1"}
-    assert malloc_tuning.child_environment(env) == env
+def test_switched_off_or_on_cuda_nothing_changes():
+    """SADTALKER_MALLOC_TUNING=0, or a CUDA device (the renderer's maps are in GPU memory): no tunables."""
+    env = {"X": "1"}
+    assert malloc_tuning.applies(ServiceSettings.from_env({"SADTALKER_MALLOC_TUNING": "0"})) is False
+    assert malloc_tuning.child_environment(ServiceSettings(malloc_tuning=False), env) == env
+    for device in ("cuda", "cuda:1"):
+        assert malloc_tuning.applies(ServiceSettings(device=device)) is False
+        assert malloc_tuning.child_environment(ServiceSettings(device=device), env) == env
 
 
 @linux_glibc
@@ -93,5 +100,5 @@ def test_entry_point_restarts_once_with_the_same_arguments(tmp_path):
     assert malloc_tuning.is_tuned({malloc_tuning.TUNABLES_ENV: result["tunables"]})
 
     off = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
-                         env={**_env(False), malloc_tuning.ENV_SWITCH: "0"}).stdout
+                         env={**_env(False), "SADTALKER_MALLOC_TUNING": "0"}).stdout
     assert off.count("START") == 1 and json.loads(off.strip().splitlines()[-1])["tunables"] is None

@@ -40,7 +40,8 @@ def test_help_lists_the_original_options_and_seed():
     assert proc.returncode == 0
     for flag in ("--source_image", "--driven_audio", "--ref_eyeblink", "--ref_pose", "--checkpoint_dir",
                  "--result_dir", "--pose_style", "--batch_size", "--size", "--expression_scale", "--input_yaw",
-                 "--input_pitch", "--input_roll", "--enhancer", "--still", "--preprocess", "--cpu", "--seed"):
+                 "--input_pitch", "--input_roll", "--enhancer", "--still", "--preprocess", "--cpu", "--seed",
+                 "--precision", "--engine"):
         assert flag in proc.stdout
 
 
@@ -67,10 +68,11 @@ def test_missing_512_and_enhancer_files_are_named(capsys, portrait_path, speech_
 
 @pytest.mark.parametrize("extra,message", [
     (("--pose_style", "50"), "pose_style must be between 0 and 45; got 50"),
-    (("--expression_scale", "9"), "expression_scale must be between 0 and 3"),
+    (("--expression_scale", "9"), "expression_scale must be a number between 0 and 3"),
+    (("--seed", str(2**63)), "seed must be between 0 and 2^63-1"),
     (("--batch_size", "0"), "batch_size must be between 1"),
-    (("--input_yaw", "120"), "input_yaw must be a list of angles between -90 and 90"),
-    (("--ref_pose", "missing_pose.mp4"), "--ref_pose: video not found: missing_pose.mp4"),
+    (("--input_yaw", "120"), "input_yaw must be a list of at most 64 angles between -90 and 90"),
+    (("--ref_pose", "missing_pose.mp4"), "reference video not found: missing_pose.mp4"),
 ])
 def test_bad_options_are_one_line_errors(capsys, portrait_path, speech_path, extra, message):
     code, out, err = run_main(capsys, "--source_image", str(portrait_path), "--driven_audio", str(speech_path), *extra)
@@ -102,14 +104,14 @@ def test_argparse_rejects_unknown_choices(capsys, portrait_path, speech_path):
 def test_reference_flags_map_as_in_the_original():
     parse = inference.build_parser().parse_args
     base = ["--source_image", "a.png"]
-    o = inference.options_from_args(parse(base + ["--ref_pose", "v.mp4", "--ref_eyeblink", "v.mp4"]))
-    assert (o.ref_video, o.ref_info, o.ref_eyeblink_video) == ("v.mp4", "pose+blink", "")
-    o = inference.options_from_args(parse(base + ["--ref_pose", "p.mp4", "--ref_eyeblink", "b.mp4"]))
-    assert (o.ref_video, o.ref_info, o.ref_eyeblink_video) == ("p.mp4", "pose", "b.mp4")
-    o = inference.options_from_args(parse(base + ["--ref_eyeblink", "b.mp4"]))
-    assert (o.ref_video, o.ref_info, o.ref_eyeblink_video) == ("b.mp4", "blink", "")
-    o = inference.options_from_args(parse(base + ["--input_yaw", "-10", "10", "--still", "--preprocess", "full",
-                                                  "--seed", "5", "--idle_seconds", "2"]))
+    o, ref, blink = inference.options_from_args(parse(base + ["--ref_pose", "v.mp4", "--ref_eyeblink", "v.mp4"]))
+    assert (ref, o.ref_info, blink) == (Path("v.mp4"), "pose+blink", None)
+    o, ref, blink = inference.options_from_args(parse(base + ["--ref_pose", "p.mp4", "--ref_eyeblink", "b.mp4"]))
+    assert (ref, o.ref_info, blink) == (Path("p.mp4"), "pose", Path("b.mp4"))
+    o, ref, blink = inference.options_from_args(parse(base + ["--ref_eyeblink", "b.mp4"]))
+    assert (ref, o.ref_info, blink) == (Path("b.mp4"), "blink", None)
+    o, _, _ = inference.options_from_args(parse(base + ["--input_yaw", "-10", "10", "--still", "--preprocess", "full",
+                                                        "--seed", "5", "--idle_seconds", "2"]))
     assert o.input_yaw == (-10.0, 10.0) and o.still_mode and o.preprocess == "full" and o.seed == 5
     assert o.idle_mode and o.idle_seconds == 2.0 and o.engine == "sadtalker"
 
@@ -121,8 +123,8 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
     torch.set_num_threads(1)  # the tiny nets are faster on one thread
     loaded = {}
 
-    def fake_load(locations, device, size, enhancer, cpu_fast_paths=True):
-        loaded.update(locations=locations, device=device, size=size, cpu_fast_paths=cpu_fast_paths)
+    def fake_load(settings, size, enhancer, engine="sadtalker"):
+        loaded.update(settings=settings, size=size, engine=engine)
         return SadTalkerPipeline(StandInFaceStage(), StandInMotionStage(), {256: tiny_renderer(64)},
                                  torch.device("cpu"))
 
@@ -131,7 +133,7 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
         code, out, err = run_main(capsys, "--source_image", str(portrait_path), "--idle_seconds", "0.4",
                                   "--checkpoint_dir", str(placeholder_checkpoints),
                                   "--result_dir", str(tmp_path / "res"), "--preprocess", "full", "--cpu",
-                                  "--no_fast_paths")
+                                  "--no_fast_paths", "--precision", "bf16")
     finally:
         torch.set_num_threads(threads)
     assert code == 0, err
@@ -139,7 +141,8 @@ def test_a_run_prints_the_video_path(capsys, portrait_path, speech_path, placeho
     assert video.parent == tmp_path / "res" and video.suffix == ".mp4"
     info = probe(video)
     assert (info.num_frames, info.width, info.height) == (10, 512, 512)
-    assert loaded["device"] == "cpu" and loaded["locations"].checkpoint_dir == placeholder_checkpoints
-    assert loaded["cpu_fast_paths"] is False
+    settings = loaded["settings"]
+    assert settings.device == "cpu" and settings.locations.checkpoint_dir == placeholder_checkpoints
+    assert settings.accel.cpu_kernels is False and settings.precision == "bf16"
     assert "100%" in err  # the tqdm bar reached the end
     assert np.isclose(info.audio_seconds, 0.4, atol=0.05)

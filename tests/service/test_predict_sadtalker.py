@@ -14,8 +14,10 @@ from pipeline_doubles import StandInFaceStage, StandInMotionStage
 from renderer_factory import tiny_renderer
 
 from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
+from sadtalker.io.limits import InputLimits
 from sadtalker.io.video import VideoWriter, probe
-from sadtalker.service.model_service import ModelService, ServiceConfig
+from sadtalker.service.model_service import ModelService
+from sadtalker.service.settings import ServiceSettings
 from sadtalker.weights import CheckpointLocations
 
 
@@ -23,10 +25,12 @@ class RecordingPipeline(SadTalkerPipeline):
     def __init__(self) -> None:
         super().__init__(StandInFaceStage(), StandInMotionStage(), {256: tiny_renderer(64)}, torch.device("cpu"))
         self.options = []
+        self.inputs = []
         self.progress: list[tuple[float, str]] = []
 
-    def generate(self, image_path, audio_path, options, output_path, progress=None):
+    def generate(self, inputs, options, output_path, progress=None):
         self.options.append(options)
+        self.inputs.append(inputs)
 
         def report(fraction: float, stage: str) -> None:
             self.progress.append((fraction, stage))
@@ -34,7 +38,7 @@ class RecordingPipeline(SadTalkerPipeline):
                 progress(fraction, stage)
                 time.sleep(0.05)  # let the client see the intermediate updates
 
-        return super().generate(image_path, audio_path, options, output_path, report)
+        return super().generate(inputs, options, output_path, report)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,13 @@ def sadtalker_service(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("svc_sadtalker")
-    config = ServiceConfig(port=free_port(), results_dir=tmp / "results",
-                           locations=CheckpointLocations(checkpoint_dir=tmp / "none"), max_audio_seconds=8)
-    service = ModelService(config)
+    settings = ServiceSettings(port=free_port(), results_dir=tmp / "results",
+                               locations=CheckpointLocations(checkpoint_dir=tmp / "none"),
+                               limits=InputLimits(max_audio_seconds=8))
+    service = ModelService(settings)
     pipeline = RecordingPipeline()
-    service.default_engine = "sadtalker"  # as if the checkpoints were present
-    service._engines["sadtalker"] = pipeline
-    with serve_in_thread(create_app(service), config.port) as url:
+    service.install_engine("sadtalker", pipeline, default=True)  # as if the checkpoints were present
+    with serve_in_thread(create_app(service), settings.port) as url:
         yield url, pipeline
     torch.set_num_threads(threads)
 
@@ -76,7 +80,8 @@ def ref_clip(tmp_path_factory) -> Path:
 
 
 def video_path(result) -> Path:
-    return Path(result["video"] if isinstance(result, dict) else result)
+    video, _ = result
+    return Path(video["video"] if isinstance(video, dict) else video)
 
 
 def test_eight_inputs_and_progress(sadtalker_service, portrait_path, short_clip):
@@ -107,8 +112,9 @@ def test_extra_options_and_idle_mode_without_audio(sadtalker_service, portrait_p
 
     url, pipeline = sadtalker_service
     result = Client(url, verbose=False).predict(
-        handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0, "auto", 0.5, 3,
-        None, "pose", True, 1, False, api_name="/predict")
+        handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0,
+        '{"expression_scale": 0.5, "seed": 3, "idle_mode": true, "idle_seconds": 1, "use_blink": false}',
+        api_name="/predict")
     info = probe(video_path(result))
     assert info.num_frames == 25 and info.audio_seconds == pytest.approx(1.0, abs=0.05)
     o = pipeline.options[-1]
@@ -120,11 +126,11 @@ def test_reference_video_all_mode(sadtalker_service, portrait_path, ref_clip):
 
     url, pipeline = sadtalker_service
     result = Client(url, verbose=False).predict(
-        handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0, "auto", 1.0, 0,
-        handle_file(str(ref_clip)), "all", False, 5, True, api_name="/predict")
+        handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0, '{"ref_info": "all"}',
+        handle_file(str(ref_clip)), api_name="/predict")
     info = probe(video_path(result))
     assert info.num_frames == 10 and info.audio_seconds == pytest.approx(0.4, abs=0.05)
-    assert pipeline.options[-1].ref_info == "all" and pipeline.options[-1].ref_video
+    assert pipeline.options[-1].ref_info == "all" and pipeline.inputs[-1].ref_video is not None
 
 
 def test_missing_audio_is_a_clear_error(sadtalker_service, portrait_path):
@@ -135,5 +141,5 @@ def test_missing_audio_is_a_clear_error(sadtalker_service, portrait_path):
         Client(url, verbose=False).predict(handle_file(str(portrait_path)), None, api_name="/predict")
     with pytest.raises(Exception, match="idle_seconds is too long"):
         Client(url, verbose=False).predict(
-            handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0, "auto", 1.0, 0,
-            None, "pose", True, 20, True, api_name="/predict")
+            handle_file(str(portrait_path)), None, "crop", False, False, 2, 256, 0,
+            '{"idle_mode": true, "idle_seconds": 20}', api_name="/predict")

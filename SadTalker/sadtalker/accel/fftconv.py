@@ -8,9 +8,10 @@ equal to the direct convolution up to float rounding (closer to a float64 refere
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from sadtalker.accel import winograd
 from sadtalker.accel.weight_cache import derived
+from sadtalker.accel.winograd import cpu_fp32
 
 TILE = 32          # output pixels per tile side
 FFT_SIZE = 40      # transform size per tile side: >= TILE + kernel - 1, a product of small primes
@@ -69,18 +70,20 @@ def fft_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, kern
     return out.contiguous()
 
 
-def applies(conv: torch.nn.Conv3d, x: torch.Tensor) -> bool:
-    """Whether `conv(x)` takes the FFT path now: with the renderer's CPU fast paths on, for a wide cubic kernel
-    with 'same' padding."""
+def fits(conv: nn.Conv3d) -> bool:
+    """A wide cubic kernel with 'same' padding, stride 1, no dilation or groups."""
     k = conv.kernel_size[0]
-    return (winograd.winograd_active(x) and x.dim() == 5 and conv.kernel_size == (k, k, k) and k % 2 == 1
-            and k >= MIN_KERNEL and conv.stride == (1, 1, 1) and conv.padding == (k // 2,) * 3
-            and conv.dilation == (1, 1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
+    return (conv.kernel_size == (k, k, k) and k % 2 == 1 and k >= MIN_KERNEL and conv.stride == (1, 1, 1)
+            and conv.padding == (k // 2,) * 3 and conv.dilation == (1, 1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros")
 
 
-def conv(layer: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, through the FFT when `applies` (the weights' spectra computed once per layer and kept)."""
-    if not applies(layer, x):
-        return layer(x)
-    u = derived(layer, "fft", (layer.weight,), lambda: transform_weight(layer.weight))
-    return fft_conv3d(x, u, layer.bias, layer.kernel_size[0])
+class FFTConv3d(nn.Conv3d):
+    """nn.Conv3d through tiled FFTs on fp32 CPU inputs (the weights' spectra computed once and kept); torch's own
+    convolution otherwise. Made from a loaded layer by `sadtalker.accel.accelerate`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not cpu_fp32(x):
+            return super().forward(x)
+        u = derived(self, "fft", (self.weight,), lambda: transform_weight(self.weight))
+        return fft_conv3d(x, u, self.bias, self.kernel_size[0])

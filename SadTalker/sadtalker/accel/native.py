@@ -1,10 +1,10 @@
-"""Small C kernels for the CPU fast paths (nets/native/*.c), built once with the system C compiler, loaded with ctypes.
+"""Small C kernels for the CPU fast paths (accel/native/*.c), built once with the system C compiler, loaded with ctypes.
 
 Why C: the Winograd tile transforms are memory-bound, and in pure PyTorch they take several passes over large
 temporaries (gather, transform, transform, scatter) that cost as much as the GEMMs themselves. One fused C pass each
 way halves the renderer's time on those layers. No torch headers are needed, so the build takes about a second;
-the library is cached per source, flags and compiler under $SADTALKER_CACHE_DIR (default ~/.cache/sadtalker).
-Without a working compiler (or with SADTALKER_NATIVE_KERNELS=0) the pure PyTorch path runs instead: same results
+the library is cached per source, flags and compiler in a cache folder (the service's SADTALKER_CACHE_DIR, default
+~/.cache/sadtalker). Without a working compiler (or switched off) the pure PyTorch path runs instead: same results
 up to float rounding.
 """
 from __future__ import annotations
@@ -17,17 +17,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from sadtalker.options import switched_off
 
 logger = logging.getLogger(__name__)
 
 SOURCES = (Path(__file__).parent / "native" / "winograd_tiles.c",)
 BASE_FLAGS = ("-O3", "-std=gnu11", "-shared", "-fPIC", "-fno-math-errno", "-fopenmp")
-ENV_SWITCH = "SADTALKER_NATIVE_KERNELS"
 
 _c_long_p = ctypes.POINTER(ctypes.c_long)
 _SIGNATURES = {
@@ -36,10 +34,8 @@ _SIGNATURES = {
 }
 
 
-def cache_dir() -> Path:
-    """Where built libraries are kept: $SADTALKER_CACHE_DIR, else $XDG_CACHE_HOME/sadtalker, else ~/.cache/sadtalker."""
-    if os.environ.get("SADTALKER_CACHE_DIR"):
-        return Path(os.environ["SADTALKER_CACHE_DIR"])
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/sadtalker, else ~/.cache/sadtalker."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "sadtalker"
 
@@ -58,7 +54,7 @@ def build(compiler: str | None = None, folder: Path | None = None) -> Path:
     digest = hashlib.sha256()
     for part in (compiler, *flags, *(p.read_text() for p in SOURCES)):
         digest.update(part.encode() + b"\0")
-    folder = folder or cache_dir()
+    folder = folder or default_cache_dir()
     target = folder / f"sadtalker_native_{digest.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -81,18 +77,27 @@ def load(path: Path) -> ctypes.CDLL:
 
 
 @functools.lru_cache(maxsize=None)
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None (said once in the log) when switched off or they cannot be built here."""
-    if switched_off(os.environ.get(ENV_SWITCH)):
-        logger.info("native kernels switched off (%s=0): pure PyTorch transforms", ENV_SWITCH)
-        return None
+def library(folder: Path | None = None) -> ctypes.CDLL | None:
+    """The loaded kernels (built into `folder` on first use), or None (said once in the log) when they cannot be
+    built here."""
     try:
-        return load(build())
+        return load(build(folder=folder))
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         logger.warning("native kernels unavailable (%s); the CPU fast paths use pure PyTorch transforms",
                        detail.strip().splitlines()[-1] if detail.strip() else type(exc).__name__)
         return None
+
+
+@dataclass(frozen=True)
+class NativeKernels:
+    """Whether the fast layers use the C kernels, and where they are built; the library loads on first use."""
+
+    enabled: bool = True
+    cache_dir: Path | None = None
+
+    def library(self) -> ctypes.CDLL | None:
+        return library(self.cache_dir) if self.enabled else None
 
 
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p | None:

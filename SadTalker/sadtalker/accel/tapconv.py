@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sadtalker.accel import winograd
 from sadtalker.accel.weight_cache import derived
+from sadtalker.accel.winograd import cpu_fp32
 
 MAX_TAP_ROWS = 64   # O * KH * KW at most: beyond that the shifted sums cost more than they save
 MIN_KERNEL = 5
@@ -48,19 +49,20 @@ def tap_conv2d(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, k
     return out
 
 
-def applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether `conv(x)` takes the tap path now: the renderer's CPU fast paths on, a plain wide 2D kernel with few
-    output channels."""
+def fits(conv: nn.Conv2d) -> bool:
+    """A plain wide 2D kernel with few output channels (at most MAX_TAP_ROWS taps in all)."""
     kh, kw = conv.kernel_size
-    return (winograd.winograd_active(x) and x.dim() == 4 and min(kh, kw) >= MIN_KERNEL
-            and conv.out_channels * kh * kw <= MAX_TAP_ROWS and conv.stride == (1, 1)
+    return (min(kh, kw) >= MIN_KERNEL and conv.out_channels * kh * kw <= MAX_TAP_ROWS and conv.stride == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
             and isinstance(conv.padding, tuple))
 
 
-def conv(layer: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, through the tap product when `applies` (the tap matrix computed once per layer and kept)."""
-    if not applies(layer, x):
-        return layer(x)
-    taps = derived(layer, "taps", (layer.weight,), lambda: tap_matrix(layer.weight))
-    return tap_conv2d(x, taps, layer.bias, layer.kernel_size, layer.padding)  # type: ignore[arg-type]
+class TapConv2d(nn.Conv2d):
+    """nn.Conv2d as one tap-matrix product plus shifted sums on fp32 CPU inputs (the tap matrix kept); torch's own
+    convolution otherwise. Made from a loaded layer by `sadtalker.accel.accelerate`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not cpu_fp32(x):
+            return super().forward(x)
+        taps = derived(self, "taps", (self.weight,), lambda: tap_matrix(self.weight))
+        return tap_conv2d(x, taps, self.bias, self.kernel_size, self.padding)  # type: ignore[arg-type]

@@ -4,18 +4,19 @@ on CPU.
 A 3x3 stride-1 padding-1 convolution over m x m output tiles costs (m + 2)^2 multiplies per tile and channel
 pair instead of 9 m^2 (4x fewer for m = 4): the weights are transformed once (U = G g G^T), input tiles are
 transformed with two small fixed matrices (B^T d B), and the channel mixing becomes one batched matrix product
-per tile position; the inverse transform (A^T M A) gives the output tiles. Pure PyTorch, fp32 on CPU.
+per tile position; the inverse transform (A^T M A) gives the output tiles. fp32 on CPU; the tile transforms in C
+(`native`) when a compiler is there, else pure PyTorch.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import ctypes
 import functools
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
-from sadtalker.accel import native as native_kernels
+from sadtalker.accel import native
 from sadtalker.accel.weight_cache import derived
 
 # Interpolation points of the Cook-Toom construction (plus the point at infinity), chosen for fp32 accuracy.
@@ -28,23 +29,11 @@ DEFAULT_TILE = 4
 CHUNK_TILES = 128   # tiles per band: measured best on 2 AVX2 cores for the decoder's shapes
 KERNEL = 3
 
-_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("winograd_enabled", default=False)
 
-
-@contextlib.contextmanager
-def winograd_enabled(enabled: bool = True) -> Iterator[None]:
-    """Within this context the renderer's wide 3x3 convolutions take the Winograd path (fp32 CPU inputs only)."""
-    token = _enabled.set(enabled)
-    try:
-        yield
-    finally:
-        _enabled.reset(token)
-
-
-def winograd_active(x: torch.Tensor) -> bool:
-    """Whether a convolution of `x` should take the Winograd path now (enabled, fp32 on CPU, not autocast)."""
-    return (_enabled.get() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+def cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether `x` is what the CPU kernels are written for: fp32 on the CPU, outside autocast. Decided per call, so
+    a network moved to another device or run under autocast takes torch's own kernels."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,17 +91,19 @@ def transform_weight(weight: torch.Tensor, m: int = DEFAULT_TILE) -> torch.Tenso
 
 
 def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
-                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES) -> torch.Tensor:
+                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES, lib: ctypes.CDLL | None = None
+                    ) -> torch.Tensor:
     """conv2d(x, weight, bias, padding=1) with U = transform_weight(weight, m); any H, W (tiles are zero padded).
     x (B, C, H, W) -> (B, O, H, W)."""
     n = m + KERNEL - 1
     if u.shape != (n * n, u.shape[1], x.shape[1]):
         raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
-    return _depth_taps_conv(x.unsqueeze(2), u.unsqueeze(0), bias, m, chunk_tiles).squeeze(2)
+    return _depth_taps_conv(x.unsqueeze(2), u.unsqueeze(0), bias, m, chunk_tiles, lib).squeeze(2)
 
 
 def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
-                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES) -> torch.Tensor:
+                    m: int = DEFAULT_TILE, chunk_tiles: int = CHUNK_TILES, lib: ctypes.CDLL | None = None
+                    ) -> torch.Tensor:
     """conv3d(x, weight, bias, padding=1) for a 3x3x3 kernel with U = transform_weight(weight, m).
 
     A 3x3x3 convolution is the sum over its three depth taps of 3x3 convolutions of neighbouring depth slices, so
@@ -122,11 +113,11 @@ def winograd_conv3d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     n = m + KERNEL - 1
     if u.shape != (KERNEL, n * n, u.shape[2], x.shape[1]):
         raise ValueError(f"transformed weight {tuple(u.shape)} does not fit input {tuple(x.shape)} and tile {m}")
-    return _depth_taps_conv(x, u, bias, m, chunk_tiles)
+    return _depth_taps_conv(x, u, bias, m, chunk_tiles, lib)
 
 
 def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, m: int,
-                     chunk_tiles: int) -> torch.Tensor:
+                     chunk_tiles: int, lib: ctypes.CDLL | None = None) -> torch.Tensor:
     """x (B, C, D, H, W), u (taps, n^2, O, C) with 1 or 3 depth taps -> (B, O, D, H, W).
 
     Works through bands of tile rows of about `chunk_tiles` tiles (over all depth slices), reusing small buffers, so
@@ -135,8 +126,7 @@ def _depth_taps_conv(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None
     n x n values innermost (rows of the band), and the output transform is computed transposed, so each tile's
     m x m outputs come out together and are scattered as whole rows of m values.
     """
-    lib = native_kernels.library() if m == NATIVE_TILE else None
-    if lib is not None:
+    if lib is not None and m == NATIVE_TILE:
         return _native_depth_taps_conv(lib, x, u, bias, m, chunk_tiles)
     n = m + KERNEL - 1
     b, c, depth, h, w = x.shape
@@ -205,14 +195,14 @@ def _native_depth_taps_conv(lib, x: torch.Tensor, u: torch.Tensor, bias: torch.T
             r = min(rows, th - t0)
             tiles = r * tw
             v = v_flat[:n * n * c * dp * tiles].view(c, n * n, dp * tiles)
-            native_kernels.input_tiles(lib, x[bi], t0, r, tw, taps, bt, v)
+            native.input_tiles(lib, x[bi], t0, r, tw, taps, bt, v)
             v = v.transpose(0, 1)                               # (n^2, C, DP * tiles), a strided batch
             prod = m_flat[:n * n * o * depth * tiles].view(o, n * n, depth * tiles)
             products = prod.transpose(0, 1)                     # (n^2, O, D * tiles)
             torch.bmm(u[0], v[:, :, :depth * tiles], out=products)
             for k in range(1, taps):
                 products.baddbmm_(u[k], v[:, :, k * tiles:(k + depth) * tiles])
-            native_kernels.output_tiles(lib, prod, t0, r, tw, at, bias, out[bi])
+            native.output_tiles(lib, prod, t0, r, tw, at, bias, out[bi])
     return out
 
 
@@ -222,28 +212,25 @@ MIN_CHANNELS = 64  # narrower convolutions (the image in/out layers) gain nothin
 MIN_3D_PLANE = 16
 
 
-def applies(x: torch.Tensor, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Sequence[int],
-            padding: Sequence[int] | str, dilation: Sequence[int], groups: int) -> bool:
-    """Whether a Conv2d (or Conv3d) of this shape on `x` takes the Winograd path now."""
-    dims = x.dim() - 2
-    return (winograd_active(x) and dims in (2, 3) and tuple(kernel) == (KERNEL,) * dims
-            and tuple(stride) == (1,) * dims and tuple(padding) == (1,) * dims and tuple(dilation) == (1,) * dims
-            and groups == 1 and min(in_channels, out_channels) >= MIN_CHANNELS
-            and (dims == 2 or min(x.shape[-2:]) >= MIN_3D_PLANE))
+def fits(conv: nn.Conv2d | nn.Conv3d) -> bool:
+    """Whether a convolution layer has the shape the Winograd path is written for: a wide 3x3 (or 3x3x3), stride 1,
+    padding 1, no dilation or groups."""
+    dims = len(conv.kernel_size)
+    return (dims in (2, 3) and tuple(conv.kernel_size) == (KERNEL,) * dims and tuple(conv.stride) == (1,) * dims
+            and tuple(conv.padding) == (1,) * dims and tuple(conv.dilation) == (1,) * dims and conv.groups == 1
+            and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+            and getattr(conv, "padding_mode", "zeros") == "zeros")
 
 
-def conv(conv: torch.nn.Conv2d | torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)`, through Winograd when enabled and the layer is a wide 3x3 (or 3x3x3) one (weights transformed
-    once)."""
-    if not applies(x, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                   conv.dilation, conv.groups):
-        return conv(x)
-    return cached_conv(conv, x, (conv.weight, conv.bias), lambda: conv.weight, lambda: conv.bias)
+def runs_on(x: torch.Tensor) -> bool:
+    """Whether a Winograd-shaped convolution of `x` takes the Winograd path (fp32 on the CPU; 3D planes large
+    enough)."""
+    return cpu_fp32(x) and x.dim() in (4, 5) and (x.dim() == 4 or min(x.shape[-2:]) >= MIN_3D_PLANE)
 
 
-def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch.Tensor | None],
+def cached_conv(owner: nn.Module, x: torch.Tensor, sources: Sequence[torch.Tensor | None],
                 weight: Callable[[], torch.Tensor], bias: Callable[[], torch.Tensor | None],
-                slot: str = "weights") -> torch.Tensor:
+                slot: str = "weights", lib: ctypes.CDLL | None = None) -> torch.Tensor:
     """Winograd conv of `x` with the weights `weight()` / `bias()` derive from `sources` ((O, C, 3, 3[, 3]) / (O,) or
     None), transformed once and kept on `owner` under `slot` until a source changes."""
     def build() -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -251,4 +238,29 @@ def cached_conv(owner: torch.nn.Module, x: torch.Tensor, sources: Sequence[torch
         return transform_weight(weight()), None if b is None else b.detach().float().contiguous()
 
     u, b = derived(owner, f"winograd_{slot}", sources, build)
-    return (winograd_conv3d if x.dim() == 5 else winograd_conv2d)(x, u, b)
+    return (winograd_conv3d if x.dim() == 5 else winograd_conv2d)(x, u, b, lib=lib)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """nn.Conv2d through Winograd F(4x4, 3x3) on fp32 CPU inputs (weights transformed once and kept); torch's own
+    convolution otherwise. Made from a loaded layer by `sadtalker.accel.accelerate`."""
+
+    native: "native.NativeKernels"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_on(x):
+            return super().forward(x)
+        return cached_conv(self, x, (self.weight, self.bias), lambda: self.weight, lambda: self.bias,
+                           lib=self.native.library())
+
+
+class WinogradConv3d(nn.Conv3d):
+    """nn.Conv3d (3x3x3) through Winograd over depth taps on fp32 CPU inputs with planes of 16x16 and up."""
+
+    native: "native.NativeKernels"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_on(x):
+            return super().forward(x)
+        return cached_conv(self, x, (self.weight, self.bias), lambda: self.weight, lambda: self.bias,
+                           lib=self.native.library())

@@ -2,34 +2,46 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
-from sadtalker.engines.base import Device, Engine
+import torch
+
+from sadtalker.accel import AccelConfig
+from sadtalker.engines.base import Engine
+from sadtalker.runtime.device import Precision
 from sadtalker.weights import CheckpointLocations
 
 logger = logging.getLogger(__name__)
 
+ENGINES = ("sadtalker", "landmark")   # in the order `auto` prefers them
 
-def load_engine(name: Literal["sadtalker", "landmark"], locations: CheckpointLocations, device: Device = "auto",
-                cpu_fast_paths: bool = True) -> Engine:
+
+def available_engines(locations: CheckpointLocations) -> list[str]:
+    """Engines whose weights are installed (the landmark engine needs none)."""
+    names = []
+    if not locations.missing_sadtalker_files():
+        names.append("sadtalker")
+    names.append("landmark")
+    return names
+
+
+def load_engine(name: str, locations: CheckpointLocations, device: torch.device | str = "auto",
+                accel: AccelConfig | None = AccelConfig(), precision: Precision = "fp32") -> Engine:
     """Build one engine; its networks are loaded here, once, and kept."""
     if name == "landmark":
         from sadtalker.engines.landmark.engine import LandmarkEngine
 
         return LandmarkEngine()
-    from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
+    if name == "sadtalker":
+        from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
 
-    return SadTalkerPipeline.from_checkpoint(locations, device=device, cpu_fast_paths=cpu_fast_paths)
+        return SadTalkerPipeline.from_checkpoint(locations, device=device, accel=accel, precision=precision)
+    raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
 
 
-def default_engine_name(locations: CheckpointLocations) -> Literal["sadtalker", "landmark"]:
-    """SadTalker when its checkpoints are present, else the landmark engine."""
-    missing = locations.missing_sadtalker_files()
-    if missing:
-        logger.info(
-            "SadTalker checkpoints not found (%s); using the landmark engine. Get the weights with: %s",
-            ", ".join(str(p) for p in missing),
-            locations.download_hint,
-        )
-        return "landmark"
-    return "sadtalker"
+def default_engine_name(locations: CheckpointLocations) -> str:
+    """The first installed engine in `ENGINES` order; says in the log what is missing for the better ones."""
+    available = available_engines(locations)
+    if "sadtalker" not in available:
+        logger.info("SadTalker checkpoints not found (%s); using the landmark engine. Get the weights with: %s",
+                    ", ".join(str(p) for p in locations.missing_sadtalker_files()), locations.download_hint)
+    return next(name for name in ENGINES if name in available)

@@ -38,10 +38,12 @@ def _tail(stderr: bytes, lines: int = 4) -> str:
     return " | ".join(text[-lines:]) if text else "no output"
 
 
-def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Any format ffmpeg reads -> float32 mono at `sample_rate`, shape (N,)."""
+def decode_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Any format ffmpeg reads -> float32 mono at `sample_rate`, shape (N,); at most `max_seconds` when given."""
+    limit = [] if max_seconds is None else ["-t", f"{max_seconds:.3f}"]
     proc = run_ffmpeg(
-        ["-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le", "-"],
+        ["-i", str(path), *limit, "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-acodec", "pcm_f32le",
+         "-"],
         f"decode the audio of {Path(path).name}",
     )
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
@@ -94,13 +96,29 @@ def _seconds(hms: tuple[str, str, str]) -> float:
     return int(hms[0]) * 3600 + int(hms[1]) * 60 + float(hms[2])
 
 
-def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decode a video's frames as RGB uint8 (H, W, 3), one at a time (a reference video, a result to check)."""
+def video_seconds(path: Path) -> float:
+    """A video's length from its container header (nothing decoded). Raises FFmpegError without a video stream."""
+    path = Path(path)
+    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                            check=False, timeout=60)
+    text = header.stderr.decode("utf-8", "replace")
+    if not re.search(r"Stream #\S+.*?Video:", text):
+        raise FFmpegError(f"{path.name} has no video stream")
+    match = re.search(r"Duration: (\d+):(\d+):([\d.]+)", text)
+    return _seconds(match.groups()) if match else 0.0  # type: ignore[arg-type]
+
+
+def iter_video_frames(path: Path, max_frames: int | None = None, fps: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video's frames as RGB uint8 (H, W, 3), one at a time (a reference video, a result to check).
+
+    `fps`: resampled to this rate first (frames dropped or repeated by time), so that a reference video made at
+    another rate drives the same span of time as the audio it goes with."""
     info = probe(path)
     if not info.video_codec:
         raise FFmpegError(f"{Path(path).name} has no video stream")
     w, h = info.width, info.height
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-f", "rawvideo",
+    rate = [] if fps is None else ["-vf", f"fps={fps}"]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", *rate, "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-"]
     with tempfile.TemporaryFile() as errfile:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile)

@@ -16,7 +16,7 @@ from sadtalker.errors import NoFaceError
 from sadtalker.landmarks.mesh68 import pick_largest
 from sadtalker.nets.awing import HEATMAP_SIZE, INPUT_SIZE, AWingFAN
 from sadtalker.nets.retinaface import RetinaFace
-from sadtalker.weights import AWING_FILE, RETINAFACE_FILE, CheckpointLocations, load_network
+from sadtalker.weights import CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
 
@@ -204,10 +204,8 @@ class RetinaFaceAWingLandmarker:
     def from_checkpoint(cls, locations: CheckpointLocations, device: torch.device | str = "cpu",
                         min_face_px: int = 40) -> "RetinaFaceAWingLandmarker":
         device = torch.device(device)
-        retina = load_network(RetinaFace(), locations.gfpgan_file(RETINAFACE_FILE), "RetinaFace",
-                              strip_module=True, hint=locations.download_hint)
-        awing = load_network(AWingFAN(), locations.gfpgan_file(AWING_FILE), "AWing FAN", entry="state_dict",
-                             hint=locations.download_hint)
+        retina = load(RetinaFace(), "retinaface", locations)
+        awing = load(AWingFAN(), "awing", locations)
         return cls(RetinaFaceDetector(retina, device), AWingAligner(awing, device), min_face_px)
 
     def __call__(self, image: np.ndarray, channels_as_given: bool = False) -> np.ndarray:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sadtalker.accel import fftconv, tapconv
 from sadtalker.nets.render_blocks import Hourglass3d, coordinate_grid_3d
 
 KP_VARIANCE = 0.01
@@ -81,10 +80,10 @@ class DenseMotionNetwork(nn.Module):
         features = torch.cat([heat, warped], dim=2).view(b, -1, d, h, w)          # (B, (K+1)*5, D, H, W)
         prediction = self.hourglass(features)                                     # (B, 112, D, H, W)
 
-        mask = F.softmax(fftconv.conv(self.mask, prediction), dim=1)              # (B, K+1, D, H, W)
+        mask = F.softmax(self.mask(prediction), dim=1)              # (B, K+1, D, H, W)
         weights = torch.where(mask < MASK_FLOOR, torch.zeros_like(mask), mask).unsqueeze(2)
         deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * weights).sum(dim=1)  # (B, 3, D, H, W)
         deformation = deformation.permute(0, 2, 3, 4, 1)                         # (B, D, H, W, 3)
 
-        occlusion = torch.sigmoid(tapconv.conv(self.occlusion, prediction.reshape(b, -1, h, w)))  # (B, 1, H, W)
+        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(b, -1, h, w)))  # (B, 1, H, W)
         return DenseMotion(mask=mask, deformation=deformation, occlusion_map=occlusion)

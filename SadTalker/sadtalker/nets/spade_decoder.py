@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sadtalker.accel import winograd
-from sadtalker.nets.render_blocks import SPADEResnetBlock, shared_hiddens
+from sadtalker.nets.render_blocks import SPADEResnetBlock
 
 NUM_MIDDLE_BLOCKS = 6
 
@@ -28,12 +27,9 @@ class SPADEDecoder(nn.Module):
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         seg = feature                                         # (B, 256, h, w)
-        x = winograd.conv(self.fc, feature)                 # (B, 512, h, w)
-        middle = [getattr(self, f"G_middle_{i}") for i in range(NUM_MIDDLE_BLOCKS)]
-        # all twelve middle SPADE layers read seg at its own resolution: their hidden maps in one convolution
-        hiddens = shared_hiddens(self, [norm for block in middle for norm in (block.norm_0, block.norm_1)], seg)
-        for i, block in enumerate(middle):
-            x = block(x, seg, hiddens=None if hiddens is None else hiddens[2 * i:2 * i + 2])
-        x = self.up_0(x, seg, upsample=2)                     # (B, 256, 2h, 2w)
-        x = self.up_1(x, seg, upsample=2)                     # (B, 64, 4h, 4w)
+        x = self.fc(feature)                                  # (B, 512, h, w)
+        for i in range(NUM_MIDDLE_BLOCKS):
+            x = getattr(self, f"G_middle_{i}")(x, seg)
+        x = self.up_0(F.interpolate(x, scale_factor=2), seg)  # (B, 256, 2h, 2w)
+        x = self.up_1(F.interpolate(x, scale_factor=2), seg)  # (B, 64, 4h, 4w)
         return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))   # (B, 3, 4h, 4w)

@@ -11,7 +11,8 @@ after each large block; cached, those tails never coalesce, which fragments the 
 
 glibc reads GLIBC_TUNABLES once, at process start, so an entry point calls `reexec_with_tunables()` first thing:
 it restarts the interpreter with the same arguments and the tunables added (settings the user already put in
-GLIBC_TUNABLES win). Nothing happens off glibc/Linux or with SADTALKER_MALLOC_TUNING=0.
+GLIBC_TUNABLES win). Nothing happens off glibc/Linux, with SADTALKER_MALLOC_TUNING=0, or when the device is CUDA
+(the renderer's maps then live in GPU memory: `auto` counts as CUDA when an NVIDIA device node exists).
 """
 from __future__ import annotations
 
@@ -20,11 +21,8 @@ import ctypes.util
 import functools
 import os
 import sys
-from typing import Mapping
+from typing import Mapping, Protocol
 
-from sadtalker.options import switched_off
-
-ENV_SWITCH = "SADTALKER_MALLOC_TUNING"
 TUNABLES_ENV = "GLIBC_TUNABLES"
 TUNABLES: tuple[tuple[str, int], ...] = (
     ("glibc.malloc.arena_max", 1),
@@ -34,10 +32,22 @@ TUNABLES: tuple[tuple[str, int], ...] = (
 )
 
 
-def enabled(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the tuning applies: Linux with glibc, not switched off by SADTALKER_MALLOC_TUNING=0."""
-    env = os.environ if env is None else env
-    return not switched_off(env.get(ENV_SWITCH)) and _on_glibc()
+class Wanted(Protocol):
+    """What decides it (the service's settings, or the command line's): the switch and the device name."""
+
+    malloc_tuning: bool
+    device: str
+
+
+def applies(wanted: Wanted) -> bool:
+    """Whether the tuning applies: switched on, a CPU device, Linux with glibc."""
+    return wanted.malloc_tuning and not _uses_cuda(wanted.device) and _on_glibc()
+
+
+def _uses_cuda(device: str) -> bool:
+    if device == "auto":
+        return os.path.exists("/dev/nvidiactl")   # cheap: torch is not imported before the restart
+    return device.startswith("cuda")
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,19 +83,19 @@ def is_tuned(env: Mapping[str, str]) -> bool:
     return all(name in present for name, _ in TUNABLES)
 
 
-def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_environment(wanted: Wanted, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process that should run tuned (unchanged when the tuning does not apply)."""
     env = dict(os.environ if env is None else env)
-    return tuned_environment(env) if enabled(env) else env
+    return tuned_environment(env) if applies(wanted) else env
 
 
-def reexec_with_tunables() -> None:
+def reexec_with_tunables(wanted: Wanted) -> None:
     """Restart this interpreter with the tunables set, unless they are set already or the tuning does not apply.
 
     Call it first thing in a program's `__main__` block, before threads start or large imports run (they are
     repeated after the restart). Does not return when it restarts.
     """
-    if not enabled() or is_tuned(os.environ):
+    if not applies(wanted) or is_tuned(os.environ):
         return
     argv = [sys.executable, *sys.orig_argv[1:]]
     sys.stdout.flush()

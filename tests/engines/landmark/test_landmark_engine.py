@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 import soundfile
+from engine_runs import generate
 from PIL import Image
+from test_landmark_looks import mouth_darkness, synthetic
 
 from sadtalker.engines.landmark.engine import LandmarkEngine
 from sadtalker.engines.landmark.motion import MIN_BLINK_INTERVAL_S, blink_track, head_track
@@ -37,7 +39,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def speech_video(engine: LandmarkEngine, portrait_path: Path, long_speech_path: Path, outputs: Path):
     """~10 s of speech, crop 256, head motion on."""
-    result = engine.generate(portrait_path, long_speech_path, GenerationOptions(preprocess="crop", size=256, seed=3),
+    result = generate(engine, portrait_path, long_speech_path, GenerationOptions(preprocess="crop", size=256, seed=3),
                              outputs / "speech.mp4")
     return result, list(iter_video_frames(result.video_path))
 
@@ -126,10 +128,12 @@ def test_video_stream_frame_count_and_audio(speech_video, long_speech_path: Path
     assert result.engine == "landmark" and result.timings["total"] > 0
 
 
-def test_mouth_follows_loudness(speech_video, speech_measures, long_speech_path: Path) -> None:
-    result, _ = speech_video
+def test_mouth_follows_loudness(speech_video, long_speech_path: Path) -> None:
+    """The open mouth, measured as the dark area between the lips (the face mesh's inner-lip points hardly follow
+    an opening in the calm-speech range), follows the loudness."""
+    result, frames = speech_video
     loud = loudness_per_frame(long_speech_path, result.num_frames)
-    r = np.corrcoef(speech_measures["mouth"], loud)[0, 1]
+    r = np.corrcoef(mouth_darkness(frames), loud)[0, 1]
     assert r >= 0.6, f"Pearson r between mouth opening and loudness is {r:.3f}"
 
 
@@ -147,20 +151,22 @@ def test_head_moves_unless_still(speech_video) -> None:
 
 def test_still_mode_keeps_the_nose(engine: LandmarkEngine, portrait_path: Path, speech_path: Path,
                                    outputs: Path) -> None:
-    result = engine.generate(portrait_path, speech_path, GenerationOptions(still_mode=True, size=256, seed=1),
+    result = generate(engine, portrait_path, speech_path, GenerationOptions(still_mode=True, size=256, seed=1),
                              outputs / "still.mp4")
     frames = list(iter_video_frames(result.video_path))
     drift = nose_shift(frames, frames[0])
     assert drift.max() <= 1.0, f"nose tip moved {drift.max():.2f} px in still mode"
-    mouth = measure(frames[::3])["mouth"]
-    assert mouth.max() - mouth.min() > 0.02  # the mouth still talks
+    dark = mouth_darkness(frames[::3])
+    assert dark.max() - dark.min() > 0.002  # the mouth still talks
 
 
 def test_silence_keeps_the_mouth_at_rest(engine: LandmarkEngine, portrait_path: Path, silent_path: Path,
                                          outputs: Path) -> None:
     """The inner-lip gap stays within 2% (of the face height) of the portrait's; with the head still, the mouth's
-    pixels are the portrait's."""
-    result = engine.generate(portrait_path, silent_path, GenerationOptions(size=256), outputs / "silent.mp4")
+    pixels are the portrait's. (The service refuses silent clips; the engine itself must still rest the mouth in
+    the pauses of speech and in idle mode, which this measures.)"""
+    result = generate(engine, portrait_path, silent_path, GenerationOptions(size=256), outputs / "silent.mp4",
+                      checked=False)
     frames = list(iter_video_frames(result.video_path))
     assert len(frames) == 50
     rest = measure([frames[0]])["mouth"][0]
@@ -168,8 +174,8 @@ def test_silence_keeps_the_mouth_at_rest(engine: LandmarkEngine, portrait_path: 
     assert abs(rest - measure([framed])["mouth"][0]) <= 0.02
     assert np.abs(measure(frames)["mouth"] - rest).max() <= 0.02
 
-    still = engine.generate(portrait_path, silent_path, GenerationOptions(size=256, still_mode=True),
-                            outputs / "silent_still.mp4")
+    still = generate(engine, portrait_path, silent_path, GenerationOptions(size=256, still_mode=True),
+                     outputs / "silent_still.mp4", checked=False)
     still_frames = list(iter_video_frames(still.video_path))
     xy = fm.largest_face_landmarks(still_frames[0])[:, :2]
     lips = xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
@@ -181,7 +187,7 @@ def test_silence_keeps_the_mouth_at_rest(engine: LandmarkEngine, portrait_path: 
 
 def test_no_face_is_an_error(engine: LandmarkEngine, no_face_path: Path, speech_path: Path, outputs: Path) -> None:
     with pytest.raises(NoFaceError, match="no face"):
-        engine.generate(no_face_path, speech_path, GenerationOptions(), outputs / "none.mp4")
+        generate(engine, no_face_path, speech_path, GenerationOptions(), outputs / "none.mp4")
     assert not (outputs / "none.mp4").exists()
 
 
@@ -210,7 +216,7 @@ def odd_portrait(media_dir: Path, portrait_path: Path) -> Path:
 ])
 def test_framing_per_preprocess(engine: LandmarkEngine, odd_portrait: Path, one_second: Path, outputs: Path,
                                 preprocess: str, size: int, expected: tuple[int, int]) -> None:
-    result = engine.generate(odd_portrait, one_second, GenerationOptions(preprocess=preprocess, size=size),
+    result = generate(engine, odd_portrait, one_second, GenerationOptions(preprocess=preprocess, size=size),
                              outputs / f"frame_{preprocess}.mp4")
     info = probe(result.video_path)
     assert (info.width, info.height) == expected == (result.width, result.height)
@@ -220,7 +226,7 @@ def test_framing_per_preprocess(engine: LandmarkEngine, odd_portrait: Path, one_
 def test_background_untouched_and_no_border_tearing(engine: LandmarkEngine, portrait_path: Path,
                                                     long_speech_path: Path, outputs: Path) -> None:
     """`full` on the 512 portrait: far from the face the frames equal the portrait (up to the codec)."""
-    result = engine.generate(portrait_path, long_speech_path, GenerationOptions(preprocess="full", seed=5),
+    result = generate(engine, portrait_path, long_speech_path, GenerationOptions(preprocess="full", seed=5),
                              outputs / "full.mp4")
     source = np.asarray(Image.open(portrait_path).convert("RGB")).astype(np.int16)
     frames = list(iter_video_frames(result.video_path))
@@ -250,7 +256,7 @@ def test_no_tearing_at_the_crop_border(speech_video) -> None:
 
 def test_progress_reaches_one(engine: LandmarkEngine, portrait_path: Path, one_second: Path, outputs: Path) -> None:
     seen: list[float] = []
-    engine.generate(portrait_path, one_second, GenerationOptions(), outputs / "p.mp4",
+    generate(engine, portrait_path, one_second, GenerationOptions(), outputs / "p.mp4",
                     progress=lambda f, stage: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
 
@@ -275,7 +281,8 @@ def test_controls_seeded_and_scaled(long_speech_path: Path) -> None:
 
 def test_mouth_track_opens_on_sound_and_closes_in_silence() -> None:
     t = np.arange(32000) / 16000
-    burst = (0.3 * np.sin(2 * np.pi * 150 * t) * ((t > 0.5) & (t < 1.2))).astype(np.float32)
+    vowel = np.resize(synthetic("a", seconds=0.7), len(t)) * 3.0
+    burst = (vowel * ((t > 0.5) & (t < 1.2))).astype(np.float32)
     track = mouth_track(burst, 50)
     assert track.opening[:12].max() == 0.0
     assert track.opening[15:30].min() > 0.5
@@ -332,7 +339,7 @@ def test_contact_sheet(speech_video, speech_measures, artifacts_dir: Path) -> No
 
 
 def test_idle_mode_needs_no_audio(engine: LandmarkEngine, portrait_path: Path, outputs: Path) -> None:
-    result = engine.generate(portrait_path, None, GenerationOptions(idle_mode=True, idle_seconds=1.2),
+    result = generate(engine, portrait_path, None, GenerationOptions(idle_mode=True, idle_seconds=1.2),
                              outputs / "idle.mp4")
     info = probe(result.video_path)
     assert result.num_frames == info.num_frames == 30 and abs(info.audio_seconds - 1.2) < 0.05

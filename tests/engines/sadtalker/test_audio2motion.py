@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ckpt_factory import group_shapes, random_tensors, write_official_file
 
 from sadtalker.engines.sadtalker.motion import AudioToMotion, blink_sequence, pose_windows, smooth_pose, tile_frames
+from sadtalker.engines.sadtalker.random_weights import group_shapes, random_tensors, write_official_file
 from sadtalker.errors import CheckpointError, InvalidInputError
 from sadtalker.nets.audio2exp import Audio2Exp
 from sadtalker.nets.audio2pose import Audio2Pose

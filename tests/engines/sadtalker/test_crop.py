@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from sadtalker.engines.sadtalker.crop import (
-    PREPROCESS_MODES,
     crop_face,
     crop_geometry,
     cut,
@@ -14,6 +13,7 @@ from sadtalker.engines.sadtalker.crop import (
     oriented_square,
 )
 from sadtalker.errors import InvalidInputError
+from sadtalker.options import PREPROCESS_MODES
 
 # The standard 68-point mean shape (x, y down; x, y of the original's similarity_Lm3D_all.mat, 4 decimals).
 MEAN_SHAPE = np.array([

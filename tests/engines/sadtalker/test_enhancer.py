@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from ckpt_factory import write_official_file
 
 from sadtalker.engines.sadtalker.enhance import (
     FFHQ_TEMPLATE_512,

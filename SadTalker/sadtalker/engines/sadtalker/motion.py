@@ -16,7 +16,7 @@ from sadtalker.engines.sadtalker.mel import FPS, MelConfig, audio_windows, sampl
 from sadtalker.errors import AudioError, InvalidInputError
 from sadtalker.nets.audio2exp import Audio2Exp
 from sadtalker.nets.audio2pose import Audio2Pose
-from sadtalker.weights import CheckpointLocations, load_sadtalker_component
+from sadtalker.weights import CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ class AudioToMotion:
     def from_checkpoint(cls, locations: CheckpointLocations, device: torch.device | str = "cpu",
                         size: int = 256) -> "AudioToMotion":
         """Both networks from SadTalker_V0.0.2_<size>.safetensors (or the legacy .pth files). Raises CheckpointError."""
-        exp = load_sadtalker_component(Audio2Exp(), locations, "audio2exp", size)
-        pose = load_sadtalker_component(Audio2Pose(), locations, "audio2pose", size)
+        exp = load(Audio2Exp(), "audio2exp", locations, size)
+        pose = load(Audio2Pose(), "audio2pose", locations, size)
         motion = cls(exp, pose, torch.device(device))
         motion.warm_up()
         return motion

@@ -1,10 +1,10 @@
 """The SadTalker engine: portrait + speech -> talking-head mp4, composed of the method's stages.
 
-  1. inputs (picture, driving audio or idle length, optional reference video)
-  2. source face: crop + 3DMM coefficients (face3d)
-  3. reference coefficients from a reference video (face3d, per frame)
-  4. motion: audio -> per-frame expression and head pose (audio2exp + audio2pose)
-  5. render: coefficients -> face frames (face renderer), paste-back / resize, optional enhancer, encoder
+  1. driving audio (the clip, a reference video's sound, or the idle length)
+  2. source face: crop + 3DMM coefficients (source_face)
+  3. reference coefficients from a reference video (source_face, per frame at 25 fps)
+  4. motion: audio -> per-frame expression and head pose (motion: audio2exp + audio2pose)
+  5. render: coefficients -> face frames (render), paste-back / resize (paste), optional enhancer (enhance), encoder
 
 Every network is loaded once by `from_checkpoint` and kept; frames stream from the renderer into ffmpeg.
 """
@@ -22,14 +22,16 @@ import cv2
 import numpy as np
 import torch
 
-from sadtalker.engines.base import Device, GenerationResult, ProgressFn, no_progress
+from sadtalker.accel import AccelConfig
+from sadtalker.engines.base import GenerationInputs, GenerationResult, ProgressFn, no_progress
 from sadtalker.engines.sadtalker.paste import CropInfo, PasteBack, rendered_frame_size
-from sadtalker.engines.sadtalker.render import FaceRenderer, HeadAngles, is_full_mode
-from sadtalker.errors import FFmpegError, InvalidInputError
-from sadtalker.io.audio import SAMPLE_RATE, check_audio, load_audio
-from sadtalker.io.image import load_image
-from sadtalker.io.video import FPS, VideoWriter, decode_audio, iter_video_frames
+from sadtalker.engines.sadtalker.render import FaceRenderer, HeadAngles
+from sadtalker.engines.timing import StageTimes
+from sadtalker.errors import InvalidInputError
+from sadtalker.io.audio import SAMPLE_RATE
+from sadtalker.io.video import FPS, VideoWriter, iter_video_frames
 from sadtalker.options import GenerationOptions
+from sadtalker.runtime.device import Precision, configure_precision, resolve_device
 from sadtalker.weights import CheckpointLocations
 
 logger = logging.getLogger(__name__)
@@ -62,17 +64,6 @@ class EnhancerStage(Protocol):
     def enhance_iter(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]: ...
 
 
-def resolve_device(device: Device | str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise InvalidInputError(f"device must be auto, cpu or cuda; got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInputError("device cuda was asked for but no CUDA device is available")
-    return torch.device(device)
-
-
 @dataclass
 class References:
     """Reference-video coefficients (N, 73) by use; None where not asked for."""
@@ -95,110 +86,99 @@ class SadTalkerPipeline:
 
     def __init__(self, face: FaceStage, motion: MotionStage, renderers: dict[int, FaceRenderer],
                  device: torch.device, locations: CheckpointLocations | None = None,
-                 enhancer: EnhancerStage | None = None, cpu_fast_paths: bool = True) -> None:
+                 enhancer: EnhancerStage | None = None, accel: AccelConfig | None = AccelConfig(),
+                 precision: Precision = "fp32") -> None:
         self.face = face
         self.motion = motion
         self.renderers = dict(renderers)
         self.device = device
         self.locations = locations
         self._enhancer = enhancer
-        self.cpu_fast_paths = cpu_fast_paths      # for renderers loaded later (512)
+        self.accel = accel                        # for renderers loaded later (512)
+        self.precision = precision
         self._lock = threading.RLock()
 
     @classmethod
-    def from_checkpoint(cls, locations: CheckpointLocations, device: Device | str = "auto",
-                        cpu_fast_paths: bool = True) -> "SadTalkerPipeline":
+    def from_checkpoint(cls, locations: CheckpointLocations, device: str | torch.device = "auto",
+                        accel: AccelConfig | None = AccelConfig(), precision: Precision = "fp32",
+                        ) -> "SadTalkerPipeline":
         """Load the face, motion and 256 renderer networks now (512 and the enhancer on first use).
 
-        `cpu_fast_paths=False` keeps the renderer on torch's own convolutions on the CPU: about 1 GB less memory
-        (no transformed weights kept), slower (see README, Measured)."""
+        `accel`: the renderer's speed paths (`AccelConfig(cpu_kernels=False)` keeps it on torch's own convolutions:
+        about 1 GB less memory, slower; see README, Measured). `precision`: fp32 (exact), tf32, fp16 or bf16."""
         from sadtalker.engines.sadtalker.motion import AudioToMotion
         from sadtalker.engines.sadtalker.source_face import SourceFaceExtractor
 
         dev = resolve_device(device)
+        configure_precision(dev, precision)
         started = time.perf_counter()
         face = SourceFaceExtractor.from_checkpoint(locations, device=dev)
         motion = AudioToMotion.from_checkpoint(locations, device=dev)
-        renderer = FaceRenderer.from_checkpoint(locations, size=256, device=dev,
-                                                winograd=None if cpu_fast_paths else False)
+        renderer = FaceRenderer.from_checkpoint(locations, size=256, device=dev, accel=accel,
+                                                precision=_render_precision(precision))
         renderer.mapping("crop")
         renderer.mapping("full")
         logger.info("SadTalker pipeline loaded on %s in %.1f s", dev, time.perf_counter() - started)
-        return cls(face, motion, {256: renderer}, dev, locations, cpu_fast_paths=cpu_fast_paths)
+        return cls(face, motion, {256: renderer}, dev, locations, accel=accel, precision=precision)
 
     # The Engine protocol.
-    def generate(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
+    def generate(self, inputs: GenerationInputs, options: GenerationOptions, output_path: Path,
                  progress: ProgressFn | None = None) -> GenerationResult:
-        return self(image_path, audio_path, options, output_path, progress)
+        return self(inputs, options, output_path, progress)
 
-    def __call__(self, image_path: Path, audio_path: Path | None, options: GenerationOptions, output_path: Path,
+    def __call__(self, inputs: GenerationInputs, options: GenerationOptions, output_path: Path,
                  progress: ProgressFn | None = None) -> GenerationResult:
         progress = progress or no_progress
-        timings: dict[str, float] = {}
+        times = StageTimes()
         with self._lock, torch.inference_mode():
             self._seed(options.seed)
-            # 1. inputs
-            t = time.perf_counter()
-            progress(0.0, "reading inputs")
-            picture = load_image(Path(image_path))
-            audio = self.driving_audio(audio_path, options)
-            timings["inputs"] = time.perf_counter() - t
+            # 1. driving audio
+            audio = self.driving_audio(inputs, options)
             # 2. source face
-            t = time.perf_counter()
-            progress(0.02, "finding the face")
-            face = self.face.extract(picture, options.preprocess, options.size)
-            timings["face"] = time.perf_counter() - t
+            progress(0.0, "finding the face")
+            with times.stage("face"):
+                face = self.face.extract(inputs.image, options.preprocess, options.size)
             # 3. reference video
-            t = time.perf_counter()
-            refs = self.reference_coefficients(options, progress)
-            timings["reference"] = time.perf_counter() - t
+            with times.stage("reference"):
+                refs = self.reference_coefficients(inputs, options, progress)
             # 4. motion
-            t = time.perf_counter()
             progress(0.08, "predicting motion")
-            coeffs = self.predict_motion(audio, face, refs, options)
-            timings["motion"] = time.perf_counter() - t
-            # 5. render, compose, encode
-            t = time.perf_counter()
-            width, height = self.render_video(picture, face, coeffs, audio, options, Path(output_path), progress)
-            timings["render"] = time.perf_counter() - t
+            with times.stage("motion"):
+                coeffs = self.predict_motion(audio, face, refs, options)
+            # 5. render, compose, enhance, encode (one stream)
+            width, height = self.render_video(inputs.image, face, coeffs, audio, options, Path(output_path),
+                                              progress, times)
         progress(1.0, "done")
+        timings = times.as_dict()
         logger.info("generated %s: %d frames %dx%d in %.1f s", output_path, len(coeffs), width, height,
                     sum(timings.values()))
         return GenerationResult(video_path=Path(output_path), engine=self.name, num_frames=len(coeffs),
                                 audio_seconds=len(coeffs) / FPS, width=width, height=height, timings=timings)
 
-    # 1. inputs
-    def driving_audio(self, audio_path: Path | None, options: GenerationOptions) -> DrivingAudio:
-        """The speech (16 kHz mono), the reference video's own sound ('all'), or silence for idle mode."""
-        if options.ref_video and options.ref_info == "all":  # the reference video drives everything, sound too
-            try:
-                samples = decode_audio(Path(options.ref_video), SAMPLE_RATE)
-            except FFmpegError:  # no sound track (an unreadable video fails with its own message below)
-                samples = np.zeros(0, np.float32)
-            if samples.size == 0:
-                logger.info("the reference video has no sound; the clip will be silent")
-            return DrivingAudio(samples, idle=False)
+    # 1. driving audio
+    @staticmethod
+    def driving_audio(inputs: GenerationInputs, options: GenerationOptions) -> DrivingAudio:
+        """The speech or the reference video's sound (16 kHz mono, read with the inputs), or silence in idle mode."""
+        if inputs.audio is not None:
+            return DrivingAudio(inputs.audio, idle=False)
         if options.idle_mode:
             return DrivingAudio(np.zeros(int(round(options.idle_seconds * SAMPLE_RATE)), np.float32), idle=True)
-        if audio_path is None:
-            raise InvalidInputError("an audio file is needed (or idle mode, or a reference video in 'all' mode)")
-        samples = load_audio(Path(audio_path))
-        check_audio(samples)
-        return DrivingAudio(samples, idle=False)
+        raise InvalidInputError("an audio clip is needed (or idle mode, or a reference video in 'all' mode)")
 
-    def reference_coefficients(self, options: GenerationOptions, progress: ProgressFn) -> References:
+    def reference_coefficients(self, inputs: GenerationInputs, options: GenerationOptions,
+                               progress: ProgressFn) -> References:
         """Coefficients (N, 73) of the reference video(s) for pose and/or blinks, per the options."""
         refs = References()
-        if not options.ref_video and not options.ref_eyeblink_video:
+        if inputs.ref_video is None and inputs.ref_eyeblink_video is None:
             return refs
         progress(0.04, "reading the reference video")
-        main = self._video_coefficients(Path(options.ref_video), options) if options.ref_video else None
+        main = self._video_coefficients(inputs.ref_video, options) if inputs.ref_video is not None else None
         if options.ref_info in ("pose", "pose+blink", "all"):
             refs.pose = main
         if options.ref_info == "all":
             refs.everything = main
-        if options.ref_eyeblink_video:
-            refs.blink = self._video_coefficients(Path(options.ref_eyeblink_video), options)
+        if inputs.ref_eyeblink_video is not None:
+            refs.blink = self._video_coefficients(inputs.ref_eyeblink_video, options)
         elif options.ref_info in ("blink", "pose+blink"):
             refs.blink = main
         return refs
@@ -206,7 +186,7 @@ class SadTalkerPipeline:
     def _video_coefficients(self, path: Path, options: GenerationOptions) -> np.ndarray:
         if not path.is_file():
             raise InvalidInputError(f"reference video not found: {path.name}")
-        frames = iter_video_frames(path, MAX_REFERENCE_FRAMES)
+        frames = iter_video_frames(path, MAX_REFERENCE_FRAMES, fps=FPS)   # the audio's frame rate
         coeffs = np.asarray(self.face.extract_video(frames, options.preprocess), dtype=np.float32)
         if coeffs.ndim != 2 or len(coeffs) == 0:
             raise InvalidInputError(f"no face was found in the reference video {path.name}")
@@ -234,7 +214,8 @@ class SadTalkerPipeline:
                 if self.locations is None:
                     raise InvalidInputError(f"no {size} renderer is loaded")
                 self.renderers[size] = FaceRenderer.from_checkpoint(
-                    self.locations, size=size, device=self.device, winograd=None if self.cpu_fast_paths else False)
+                    self.locations, size=size, device=self.device, accel=self.accel,
+                    precision=_render_precision(self.precision))
             return self.renderers[size]
 
     def enhancer(self) -> EnhancerStage:
@@ -248,8 +229,11 @@ class SadTalkerPipeline:
             return self._enhancer
 
     def render_video(self, picture: np.ndarray, face: SourceFaceLike, coeffs: np.ndarray, audio: DrivingAudio,
-                     options: GenerationOptions, output_path: Path, progress: ProgressFn) -> tuple[int, int]:
-        """Render, compose and encode all frames as one stream. Returns the video's (width, height)."""
+                     options: GenerationOptions, output_path: Path, progress: ProgressFn,
+                     times: StageTimes | None = None) -> tuple[int, int]:
+        """Render, compose and encode all frames as one stream. Returns the video's (width, height).
+        `times` gets each streamed stage's own seconds: render, compose, enhancer, encode."""
+        times = times or StageTimes()
         renderer = self.renderer(options.size)
         crop_info = face.crop_info if isinstance(face.crop_info, CropInfo) else CropInfo.from_tuple(face.crop_info)
         total = len(coeffs)
@@ -258,22 +242,23 @@ class SadTalkerPipeline:
         def on_frames(done: int, count: int) -> None:
             progress(0.1 + 0.88 * done / count, f"rendering frame {done}/{count}")
 
-        frames: Iterator[np.ndarray] = renderer.render(
+        frames: Iterator[np.ndarray] = times.stream(renderer.render(
             face.crop, coeffs, face.coeffs73, options.preprocess, options.batch_size, options.still_mode,
-            float(options.expression_scale), angles, on_frames)
-        if is_full_mode(options.preprocess):  # the face back into the whole picture
-            paste = PasteBack(picture, crop_info, extended=options.preprocess == "extfull")
-            frames = (paste(f) for f in frames)
+            float(options.expression_scale), angles, on_frames), "render")
+        if options.preprocess.full:  # the face back into the whole picture
+            paste = PasteBack(picture, crop_info, extended=options.preprocess.extended)
+            frames = times.stream((paste(f) for f in frames), "compose", pulls_from="render")
             width, height = paste.size
         else:  # the face video, at the crop's (or the picture's, for resize) aspect ratio
             width, height = rendered_frame_size(options.size, crop_info)
-            frames = (_resized(f, width, height) for f in frames)
+            frames = times.stream((_resized(f, width, height) for f in frames), "compose", pulls_from="render")
         if options.enhancer:  # after paste-back, as the original does
-            frames = self.enhancer().enhance_iter(frames)
+            frames = times.stream(self.enhancer().enhance_iter(frames), "enhancer", pulls_from="compose")
         with VideoWriter(output_path, width, height, audio=_fit_audio(audio.samples, total),
                          sample_rate=SAMPLE_RATE) as writer:
             for frame in frames:
-                writer.write(frame)
+                with times.stage("encode"):
+                    writer.write(frame)
             if writer.frames_written != total:
                 raise RuntimeError(f"the renderer produced {writer.frames_written} frames for {total} rows")
             progress(0.99, "encoding")
@@ -284,6 +269,11 @@ class SadTalkerPipeline:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
+
+
+def _render_precision(precision: Precision) -> str:
+    """The renderer's autocast setting: tf32 is fp32 arithmetic (switched process-wide)."""
+    return "fp32" if precision == "tf32" else precision
 
 
 def _fit_audio(samples: np.ndarray, num_frames: int) -> np.ndarray:

@@ -9,36 +9,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from sadtalker.accel.winograd import winograd_enabled
+from sadtalker.accel import AccelConfig, accelerate
 from sadtalker.engines.sadtalker.keypoints import transform_keypoints
 from sadtalker.errors import InvalidInputError
 from sadtalker.nets.dense_motion import DenseMotion
 from sadtalker.nets.generator import Appearance, OcclusionAwareSPADEGenerator
 from sadtalker.nets.keypoint_detector import KPDetector
 from sadtalker.nets.mapping import HeadMotion, MappingConfig, MappingNet
-from sadtalker.weights import CheckpointLocations, load_network
+from sadtalker.options import Preprocess
+from sadtalker.weights import CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
 
 SEMANTIC_RADIUS = 13  # the mapping network reads frames t-13 .. t+13
 NUM_EXP = 64          # expression coefficients; then 3 angles, 3 translations, (full modes) 3 crop parameters
-FULL_MODES = ("full", "extfull")
 
 FrameProgress = Callable[[int, int], None]
 """progress(frames done, total frames)."""
 
 Precision = Literal["fp32", "fp16", "bf16"]
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def is_full_mode(preprocess: str) -> bool:
-    return preprocess in FULL_MODES
 
 
 def source_tensor(crop: np.ndarray, size: int) -> torch.Tensor:
@@ -68,7 +64,7 @@ def renderer_coefficients(coeffs: np.ndarray, source_coeffs: np.ndarray, preproc
         raise InvalidInputError(f"coefficients must have shape (T, 70); got {coeffs.shape}")
     if source_coeffs.shape[0] < 73:
         raise InvalidInputError(f"source coefficients must have 73 values; got {source_coeffs.shape[0]}")
-    width = 73 if is_full_mode(preprocess) else 70
+    width = 73 if Preprocess(preprocess).full else 70
     source = source_coeffs[:width].copy()
     target = coeffs[:, :70].copy()
     target[:, :NUM_EXP] *= np.float32(expression_scale)
@@ -150,18 +146,20 @@ class FaceRenderer:
     def __init__(self, kp_detector: KPDetector, generator: OcclusionAwareSPADEGenerator, size: int,
                  device: torch.device, locations: CheckpointLocations | None = None,
                  mappings: dict[str, MappingNet] | None = None, precision: Precision = "fp32",
-                 compile: bool = False, winograd: bool | None = None) -> None:
+                 compile: bool = False, accel: AccelConfig | None = AccelConfig()) -> None:
         if precision not in ("fp32", *AUTOCAST_DTYPES):
             raise InvalidInputError(f"precision must be fp32, fp16 or bf16; got {precision!r}")
-        self.kp_detector = kp_detector.to(device).eval()
-        self.generator = generator.to(device).eval()
+        kp_detector, generator = kp_detector.to(device).eval(), generator.to(device).eval()
+        if accel is not None:  # the speed paths, swapped in once (the keypoint detector: memory savings only)
+            generator = accelerate(generator, accel)
+            kp_detector = accelerate(kp_detector, replace(accel, cpu_kernels=False))
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.accel = accel
         self.size = size
         self.device = device
         self.locations = locations
         self.precision = precision
-        # The CPU fast paths (Winograd 3x3 / 3x3x3, FFT 7x7x7, tap-product 7x7, folded shortcut and kernels): fp32 on
-        # the CPU only (default there).
-        self.winograd = (device.type == "cpu" and precision == "fp32") if winograd is None else winograd
         self._mappings: dict[str, MappingNet] = {k: v.to(device).eval() for k, v in (mappings or {}).items()}
         self._lock = threading.Lock()
         # The per-frame network call; optionally compiled (pays off on CUDA for long clips, minutes to build on CPU).
@@ -173,50 +171,36 @@ class FaceRenderer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
 
-    def fast_paths(self) -> contextlib.AbstractContextManager:
-        """Mixed precision (when asked) and the CPU fast paths (when on) for a network pass."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.autocast())
-        stack.enter_context(winograd_enabled(self.winograd))
-        return stack
-
     @classmethod
     def from_checkpoint(cls, locations: CheckpointLocations, size: int = 256,
                         device: torch.device | str = "cpu", precision: Precision = "fp32",
-                        compile: bool = False, winograd: bool | None = None) -> "FaceRenderer":
+                        compile: bool = False, accel: AccelConfig | None = AccelConfig()) -> "FaceRenderer":
         """Load the keypoint detector and generator from SadTalker_V0.0.2_{size}.safetensors.
 
         `precision` fp16/bf16 runs the generator's per-frame pass under autocast (meant for CUDA; keypoints stay
-        fp32); `compile` wraps it in torch.compile; `winograd` (default: on for fp32 on the CPU) turns on the CPU fast
-        paths: Winograd F(4x4, 3x3) for the wide 3x3 and 3x3x3 convolutions, an FFT for the 7x7x7 mask head, a tap
-        product for the 7x7 occlusion head, 1x1 shortcuts as in-place matrix products, and kept derived weights
-        (~1.2 GB more memory at 256), equal up to float rounding.
+        fp32); `compile` wraps it in torch.compile; `accel` swaps in the speed paths after loading (see
+        `sadtalker.accel.AccelConfig`; None: the plain networks).
         """
         if size not in (256, 512):
             raise InvalidInputError(f"size must be 256 or 512; got {size!r}")
-        path = locations.require(locations.sadtalker_file(size))
-        # Normal tensors even when loaded lazily inside a request's inference mode: the fast paths keep their
+        # Normal tensors even when loaded lazily inside a request's inference mode: the speed paths keep their
         # transformed weights keyed on the weights' version counters, which inference tensors do not have.
         with torch.inference_mode(False):
-            kp = load_network(KPDetector(), path, "keypoint detector (kp_extractor)", prefix="kp_extractor.",
-                              hint=locations.download_hint)
-            gen = load_network(OcclusionAwareSPADEGenerator(), path, "face generator", prefix="generator.",
-                               hint=locations.download_hint)
-        logger.info("face renderer %d loaded from %s", size, path.name)
+            kp = load(KPDetector(), "kp_extractor", locations, size)
+            gen = load(OcclusionAwareSPADEGenerator(), "generator", locations, size)
+        logger.info("face renderer %d loaded from %s", size, locations.sadtalker_file(size).name)
         return cls(kp, gen, size, torch.device(device), locations, precision=precision, compile=compile,
-                   winograd=winograd)
+                   accel=accel)
 
     def mapping(self, preprocess: str) -> MappingNet:
         """The mapping network for this preprocess mode (mapping_00109 for full/extfull, else mapping_00229)."""
-        family = "full" if is_full_mode(preprocess) else "crop"
+        family = Preprocess(preprocess).family
         with self._lock:
             if family not in self._mappings:
                 if self.locations is None:
                     raise InvalidInputError(f"no mapping network for the {family} modes was given")
-                path = self.locations.require(self.locations.mapping_file(preprocess))
                 net = MappingNet(MappingConfig(coeff_nc=73 if family == "full" else 70))
-                load_network(net, path, f"mapping network ({family} modes)", entry="mapping",
-                             hint=self.locations.download_hint)
+                load(net, f"mapping_{family}", self.locations)
                 self._mappings[family] = net.to(self.device).eval()
             return self._mappings[family]
 
@@ -228,8 +212,7 @@ class FaceRenderer:
         window = torch.from_numpy(np.repeat(source[:, None], 2 * SEMANTIC_RADIUS + 1, axis=1))[None]
         source_motion = self.mapping(preprocess)(window.to(self.device))         # (1, ...)
         kp_source = transform_keypoints(kp_canonical, source_motion)
-        with winograd_enabled(self.winograd):
-            appearance = self.generator.extract_appearance(image)
+        appearance = self.generator.extract_appearance(image)
         return SourceState(appearance, kp_canonical, kp_source, source_motion)
 
     @torch.inference_mode()
@@ -250,7 +233,7 @@ class FaceRenderer:
                 state.kp_canonical.expand(n, -1, -1), head,
                 *(None if a is None else torch.from_numpy(np.asarray(a[start:stop], dtype=np.float32)).to(self.device)
                   for a in (angles.yaw, angles.pitch, angles.roll)))
-            with self.fast_paths():
+            with self.autocast():
                 out = self._render(state.appearance, state.kp_source.expand(n, -1, -1), kp_driving)
             if progress is not None:
                 progress(stop, total)

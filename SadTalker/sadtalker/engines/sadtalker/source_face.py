@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sadtalker.engines.sadtalker.crop import FaceCrop, check_preprocess, crop_face, cut, map_to_region
+from sadtalker.engines.sadtalker.crop import FaceCrop, crop_face, cut, map_to_region
 from sadtalker.engines.sadtalker.paste import CropInfo
-from sadtalker.errors import CheckpointError, ImageError, InvalidInputError, NoFaceError
+from sadtalker.errors import ImageError, InvalidInputError, NoFaceError
 from sadtalker.io.image import load_image
 from sadtalker.nets.face_recon import FaceReconNet
-from sadtalker.weights import AWING_FILE, LEGACY_FILES, RETINAFACE_FILE, CheckpointLocations, load_network
+from sadtalker.options import Preprocess
+from sadtalker.weights import AWING_FILE, RETINAFACE_FILE, CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class SourceFaceExtractor:
     @torch.inference_mode()
     def extract(self, image: np.ndarray, preprocess: str, size: int = 256) -> SourceFace:
         """Crop + coefficients of the portrait. Raises NoFaceError, ImageError, InvalidInputError."""
-        check_preprocess(preprocess)
+        Preprocess.parse(preprocess)
         check_picture(image)
         lm = self.landmarks(image)
         face = crop_face(image, lm, preprocess, size)
@@ -197,7 +198,7 @@ class SourceFaceExtractor:
 
     def crop_landmarks(self, face: FaceCrop, lm: np.ndarray, shape: tuple[int, ...], preprocess: str,
                        size: int) -> np.ndarray:
-        mapped = map_to_region(lm, (shape[1], shape[0]), face.geometry, preprocess.startswith("ext"), size)
+        mapped = map_to_region(lm, (shape[1], shape[0]), face.geometry, Preprocess.parse(preprocess).extended, size)
         if not self.redetect_on_crop:
             return mapped
         try:
@@ -216,7 +217,7 @@ class SourceFaceExtractor:
         `video_smoothing_radius` frames each side; the original does not smooth). Raises NoFaceError when no
         frame has a face.
         """
-        check_preprocess(preprocess)
+        Preprocess.parse(preprocess)
         rows: list[np.ndarray] = []
         crops: list[np.ndarray] = []
         tracks: list[np.ndarray] = []
@@ -298,7 +299,7 @@ def cut_like(frame: np.ndarray, first: FaceCrop, preprocess: str, size: int) -> 
     """A video frame cut with the first frame's crop geometry and resized to size x size."""
     if first.geometry is None:
         return cv2.resize(frame, (size, size))
-    return cv2.resize(cut(frame, first.geometry, extended=preprocess.startswith("ext")), (size, size))
+    return cv2.resize(cut(frame, first.geometry, extended=Preprocess.parse(preprocess).extended), (size, size))
 
 
 def check_picture(image: np.ndarray) -> None:
@@ -311,18 +312,7 @@ def check_picture(image: np.ndarray) -> None:
 
 def load_recon_net(locations: CheckpointLocations) -> FaceReconNet:
     """The 3DMM regressor from the first SadTalker file present (256, then 512), else legacy epoch_20.pth."""
-    net = FaceReconNet()
-    for size in (256, 512):
-        path = locations.sadtalker_file(size)
-        if path.is_file():
-            return load_network(net, path, "face reconstruction (face_3drecon)", prefix="face_3drecon.",
-                                hint=locations.download_hint)
-    legacy = locations.checkpoint_dir / LEGACY_FILES["face_3drecon"]
-    if legacy.is_file():
-        return load_network(net, legacy, "face reconstruction (net_recon)", entry="net_recon",
-                            hint=locations.download_hint)
-    raise CheckpointError(f"checkpoint file not found: {locations.sadtalker_file(256)} (nor the 512 file or the "
-                          f"legacy {legacy.name}). Get the official weights with: {locations.download_hint}")
+    return load(FaceReconNet(), "face_3drecon", locations)  # type: ignore[return-value]
 
 
 def make_landmarker(locations: CheckpointLocations, detector: str, device: torch.device,

@@ -1,6 +1,8 @@
-"""Writes checkpoint files in the official layouts (exact keys, shapes, dtypes) with seeded random weights.
+"""Checkpoint files in the official layouts (exact keys, shapes, dtypes) with seeded random weights: what the tests,
+the benchmarks and the GPU check run on where the official weights cannot be downloaded (compute does not depend
+on the values).
 
-The layout comes from tests/data/checkpoint_layout.json, a copy of shared/reference/checkpoint_layout.json
+The layout is `checkpoint_layout.json` beside this module, a copy of shared/reference/checkpoint_layout.json
 (produced from the original modules), so these files are independent of our own module definitions.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-LAYOUT_PATH = Path(__file__).parent / "data" / "checkpoint_layout.json"
+LAYOUT_PATH = Path(__file__).with_name("checkpoint_layout.json")
 
 
 @lru_cache(maxsize=1)
@@ -72,3 +74,26 @@ def write_official_file(name: str, folder: Path, seed: int = 0) -> Path:
             payload[key] = 1
     torch.save(payload, path)
     return path
+
+
+def write_checkpoints(checkpoint_dir: Path, gfpgan_dir: Path | None = None, sizes: tuple[int, ...] = (256, 512),
+                      seed: int = 0) -> None:
+    """Every file an engine run needs (missing ones only): SadTalker's for `sizes`, both mappings, and with
+    `gfpgan_dir` the enhancer's and the original detectors' files."""
+    from sadtalker.weights import (
+        AWING_FILE,
+        GFPGAN_FILE,
+        MAPPING_CROP,
+        MAPPING_FULL,
+        PARSENET_FILE,
+        RETINAFACE_FILE,
+        SADTALKER_FILES,
+    )
+
+    wanted = [(checkpoint_dir, SADTALKER_FILES[s]) for s in sizes] + [(checkpoint_dir, MAPPING_CROP),
+                                                                      (checkpoint_dir, MAPPING_FULL)]
+    if gfpgan_dir is not None:
+        wanted += [(gfpgan_dir, n) for n in (GFPGAN_FILE, RETINAFACE_FILE, AWING_FILE, PARSENET_FILE)]
+    for i, (folder, name) in enumerate(wanted):
+        if not (folder / name).is_file():
+            write_official_file(name, folder, seed=seed + 10 * i)

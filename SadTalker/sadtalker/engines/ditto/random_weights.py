@@ -1,0 +1,105 @@
+"""Seeded random weights for Ditto's renderer networks, written in the official file layouts.
+
+For tests, benchmarks and device checks where the real release is not available. The values are scaled so a
+render stays in the ranges trained weights give (keypoints within about +-1, pose near frontal, scale near 1,
+unsaturated decoder output); nothing here tries to look like a face.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sadtalker.engines.ditto.weights import DITTO_FILES, RENDERER_NETWORKS, DittoCheckpoints
+
+logger = logging.getLogger(__name__)
+
+
+def build_renderer_networks() -> dict[str, nn.Module]:
+    """Our five renderer networks with the released configs (untrained)."""
+    from sadtalker.nets.ditto.appearance_extractor import AppearanceFeatureExtractor
+    from sadtalker.nets.ditto.motion_extractor import MotionExtractor
+    from sadtalker.nets.ditto.spade_decoder import SPADEDecoder
+    from sadtalker.nets.ditto.stitching_network import StitchingNetwork
+    from sadtalker.nets.ditto.warping_network import WarpingNetwork
+
+    return {"appearance_extractor": AppearanceFeatureExtractor(), "motion_extractor": MotionExtractor(),
+            "warp_network": WarpingNetwork(), "decoder": SPADEDecoder(), "stitch_network": StitchingNetwork()}
+
+
+def randomize_(module: nn.Module, seed: int) -> nn.Module:
+    """Weights N(0, 1/fan_in), 1-D weights 1 + N(0, 0.01), biases N(0, 0.01), BatchNorm statistics near (0, 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) / max(p[0].numel(), 1) ** 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    return module.eval()
+
+
+def calibrate_(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Shrink the motion heads and the stitching output so random keypoints and poses stay plausible."""
+    with torch.no_grad():
+        det = nets["motion_extractor"].detector
+        for head, f in ((det.fc_kp, 0.3), (det.fc_exp, 0.03), (det.fc_t, 0.05), (det.fc_pitch, 0.5),
+                        (det.fc_yaw, 0.5), (det.fc_roll, 0.5)):
+            head.weight.mul_(f)
+            head.bias.mul_(f)
+        det.fc_scale.weight.mul_(0.01)
+        det.fc_scale.bias.fill_(1.0)
+        last = nets["stitch_network"].mlp[-1]
+        last.weight.mul_(0.05)
+        last.bias.mul_(0.05)
+    return nets
+
+
+def spectral_norm_state(state: dict[str, torch.Tensor], seed: int, iters: int = 30) -> dict[str, torch.Tensor]:
+    """The decoder's state dict as torch's spectral_norm stores it: every SPADE-block conv weight W becomes
+    `weight_orig` = W with converged singular vectors `weight_u`, `weight_v` (so loading folds W / sigma_max)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[1] in ("conv_0", "conv_1", "conv_s") and parts[2] == "weight":
+            mat = value.reshape(value.shape[0], -1)
+            u = torch.nn.functional.normalize(torch.randn(mat.shape[0], generator=gen), dim=0, eps=1e-12)
+            for _ in range(iters):
+                v = torch.nn.functional.normalize(mat.t() @ u, dim=0, eps=1e-12)
+                u = torch.nn.functional.normalize(mat @ v, dim=0, eps=1e-12)
+            base = key[: -len("weight")]
+            out[base + "weight_orig"] = value.clone()
+            out[base + "weight_u"] = u
+            out[base + "weight_v"] = v
+        else:
+            out[key] = value.clone()
+    return out
+
+
+def official_payload(name: str, state: dict[str, torch.Tensor], seed: int = 0) -> object:
+    """What the official file of `name` holds, given our module's state dict."""
+    if name == "decoder":
+        state = spectral_norm_state(state, seed)
+    container = DITTO_FILES[name].container
+    return {container: state} if container else state
+
+
+def write_random_checkpoints(root: Path, seed: int = 0,
+                             names: tuple[str, ...] = RENDERER_NETWORKS) -> DittoCheckpoints:
+    """Write random-weight renderer files under `root` in the release layout; returns their locations."""
+    checkpoints = DittoCheckpoints(root=Path(root))
+    nets = calibrate_({k: randomize_(v, seed * 100 + i) for i, (k, v) in enumerate(build_renderer_networks().items())})
+    for name in names:
+        path = checkpoints.network_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(official_payload(name, nets[name].state_dict(), seed), path)
+        logger.info("wrote random %s weights to %s", name, path)
+    return checkpoints
