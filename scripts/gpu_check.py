@@ -106,6 +106,11 @@ def check_renderer(check: Check, locations: CheckpointLocations, device: torch.d
         ("cpu fast paths", lambda: render_frames(FaceRenderer.from_checkpoint(locations, 256, cpu), image, target,
                                                  source, 2))]
     for precision in PRECISIONS:
+        if device.type == "cpu" and precision in ("fp16", "bf16"):
+            # reduced precisions are meant for CUDA; on the CPU they are slow enough to stall the quick check
+            check.add("frames", f"cpu {precision}", "checked on CUDA only (CPU half convolutions take minutes)")
+            continue
+
         def run(p: str = precision) -> torch.Tensor:
             configure_precision(device, p)
             renderer = FaceRenderer.from_checkpoint(locations, 256, device, precision="fp32" if p == "tf32" else p)

@@ -16,6 +16,7 @@ The shared folder (with `upstream/` and `tools/`) is found at $PARITY_SHARED_DIR
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shlex
@@ -153,9 +154,13 @@ def ensure_golden(harness: Harness, shared: Path, python: Path) -> Path:
 
 
 def prepare(name: str, shared: Path) -> dict[str, str]:
+    """One harness's environment and golden set; a lock file keeps two runs (two checkouts, CI) from building the
+    same folders at once: the second waits, then finds them complete."""
     harness = HARNESSES[name]
-    python = ensure_venv(harness)
-    golden = ensure_golden(harness, shared, python)
+    with open(cache_dir() / f"{harness.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        python = ensure_venv(harness)
+        golden = ensure_golden(harness, shared, python)
     values = (str(golden), str(python), str(shared / "upstream"), str(shared / "tools" / harness.tool))
     return dict(zip(harness.exports, values))
 
