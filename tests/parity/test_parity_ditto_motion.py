@@ -23,7 +23,7 @@ from sadtalker.engines.ditto.motion import (
 )
 from sadtalker.engines.ditto.sampler import DDIMSampler, DDIMSchedule
 from sadtalker.errors import InvalidInputError
-from sadtalker.nets.ditto.lmdm import LMDM_FILE, load_lmdm
+from sadtalker.engines.ditto.weights import DittoCheckpoints, load_lmdm
 
 pytestmark = pytest.mark.parity
 
@@ -49,7 +49,7 @@ def _diff(name: str, ours, ref) -> float:
 
 @pytest.fixture(scope="module")
 def lmdm(ditto_parity_dir):
-    return load_lmdm(ditto_parity_dir / "checkpoints" / LMDM_FILE)
+    return load_lmdm(DittoCheckpoints(root=ditto_parity_dir / "checkpoints").network_file("lmdm"))
 
 
 @pytest.fixture(scope="module")

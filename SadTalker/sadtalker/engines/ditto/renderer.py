@@ -30,7 +30,7 @@ class DittoRenderer:
     def from_checkpoint(cls, checkpoints: DittoCheckpoints | None = None, device: str | torch.device = "cpu",
                         **kwargs) -> DittoRenderer:
         """Load the five networks once (strictly, from the official files) onto `device`."""
-        networks = load_renderer_networks(checkpoints or DittoCheckpoints.from_env())
+        networks = load_renderer_networks(checkpoints or DittoCheckpoints())
         return cls({k: v.to(device) for k, v in networks.items()}, **kwargs)
 
     def register(self, image: np.ndarray, max_dim: int = 1920) -> SourceInfo:
