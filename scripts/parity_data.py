@@ -42,8 +42,13 @@ class Harness:
 HARNESSES = {
     "sadtalker": Harness("sadtalker", "parity", ("sadtalker", "gfpgan", "facexlib"),
                          ("PARITY_DIR", "UPSTREAM_PYTHON", "UPSTREAM_ROOT", "PARITY_HARNESS")),
+    # --short-steps: the harness's default (5) gives the original a NaN first DDIM coefficient on some CPUs (its
+    # float32 schedule is rounding noise there: 0 to 2 ulps, or -1 -> NaN, depending on the platform's float64 cos).
+    # 10 steps sits 2 float32 ulps above zero on the machines we measured; the parity tests read the step count from
+    # the golden data, and refusal is tested wherever the original's schedule is NaN.
     "ditto": Harness("ditto", "ditto_parity", ("ditto",),
-                     ("DITTO_PARITY_DIR", "DITTO_UPSTREAM_PYTHON", "DITTO_UPSTREAM_ROOT", "DITTO_PARITY_HARNESS")),
+                     ("DITTO_PARITY_DIR", "DITTO_UPSTREAM_PYTHON", "DITTO_UPSTREAM_ROOT", "DITTO_PARITY_HARNESS"),
+                     golden_args=("--short-steps", "10")),
 }
 
 
