@@ -122,7 +122,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 with gr.Accordion("More options", open=False):
                     options = gr.Textbox(
                         label="options (JSON)", value="", lines=2,
-                        info=("any other option as a JSON object, e.g. {\"engine\": \"landmark\", \"seed\": 7, "
+                        info=("any other option as a JSON object, e.g. {\"engine\": \"ditto\", \"seed\": 7, "
                               f"\"ref_info\": \"pose\"}}; engines: {', '.join(ENGINE_CHOICES)}; ref_info: "
                               f"{', '.join(REF_INFO_CHOICES)}"))
                     ref_video = gr.Video(label="reference video (optional)", sources=["upload"])

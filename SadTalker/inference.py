@@ -1,8 +1,10 @@
-"""Command line for the SadTalker engine: one portrait and one voice clip in, one talking-head mp4 out.
+"""Command line for the engines: one portrait and one voice clip in, one talking-head mp4 out.
 
     python SadTalker/inference.py --source_image face.png --driven_audio speech.wav [--preprocess full --still]
+    python SadTalker/inference.py --engine ditto --source_image face.png --driven_audio speech.wav
 
-The original's options (inference.py of SadTalker), plus --seed and --idle_seconds. Prints the video's path.
+The original SadTalker's options (its inference.py), plus --seed, --idle_seconds, --engine and --ditto_dir. Prints
+the video's path.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ logger = logging.getLogger("sadtalker.inference")
 
 PREPROCESS_CHOICES = ("crop", "extcrop", "resize", "full", "extfull")
 PRECISION_CHOICES = ("fp32", "tf32", "fp16", "bf16")
-ENGINE_CHOICES = ("sadtalker", "landmark", "auto")
+ENGINE_CHOICES = ("sadtalker", "ditto", "landmark", "auto")
 EXIT_USAGE = 2   # bad options or input files (argparse uses 2 as well)
 EXIT_FAILURE = 1  # missing checkpoints, no face, ffmpeg failure
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref_pose", help="reference video whose head pose is copied")
     p.add_argument("--checkpoint_dir", help="folder of the SadTalker weights (default: $SADTALKER_CHECKPOINTS, else "
                                             "checkpoints/ of the repo)")
+    p.add_argument("--ditto_dir", help="folder of the Ditto release (ditto_pytorch/, ditto_cfg/; default: "
+                                       "$SADTALKER_DITTO_CHECKPOINTS, else checkpoints/ditto/ of the repo)")
     p.add_argument("--result_dir", default="./results", help="folder for the video (default ./results)")
     p.add_argument("--pose_style", type=int, default=0, help="head motion style, 0..45")
     p.add_argument("--batch_size", type=int, default=2, help="frames per renderer forward pass")
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32 (exact, default; $SADTALKER_PRECISION), tf32, "
                                                                   "fp16 or bf16 (CUDA)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="sadtalker",
-                   help="sadtalker (default), landmark (no weights needed), or auto (the best installed)")
+                   help="sadtalker (default), ditto, landmark (no weights needed), or auto (the best installed: "
+                        "ditto, sadtalker, landmark)")
     p.add_argument("--no_fast_paths", action="store_true",
                    help="torch's own convolutions in the renderer on the CPU: ~1 GB less memory, slower")
     p.add_argument("--still", action="store_true", help="keep the head still (less head motion; good with full)")
@@ -177,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["precision"] = args.precision
         if args.no_fast_paths:
             changes["cpu_fast_paths"] = False
-        if args.checkpoint_dir:
-            changes["locations"] = CheckpointLocations(checkpoint_dir=Path(args.checkpoint_dir),
-                                                       gfpgan_dir=settings.locations.gfpgan_dir)
+        if args.checkpoint_dir or args.ditto_dir:
+            changes["locations"] = CheckpointLocations(
+                checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else settings.locations.checkpoint_dir,
+                gfpgan_dir=settings.locations.gfpgan_dir,
+                ditto_dir=Path(args.ditto_dir) if args.ditto_dir else settings.locations.ditto_dir)
         settings = replace(settings, **changes)
         options, ref_video, blink_video = options_from_args(args)
         inputs = read_args_inputs(args, options, ref_video, blink_video, settings.limits)
@@ -190,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.engine == "sadtalker":
             check_checkpoints(settings.locations, options.size, options.enhancer)
+        elif args.engine == "ditto":
+            from sadtalker.engines.ditto.weights import DittoCheckpoints
+
+            DittoCheckpoints.from_locations(settings.locations).require_all()
         pipeline = load_pipeline(settings, options.size, options.enhancer, args.engine)
         out = output_path(Path(args.result_dir))
         progress = TqdmProgress()

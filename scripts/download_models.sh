@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Download the official SadTalker and GFPGAN/facexlib weights into checkpoints/ and gfpgan/weights/.
+# Download the official SadTalker and GFPGAN/facexlib weights into checkpoints/ and gfpgan/weights/, or with
+# --ditto the Ditto release (ditto_pytorch/, ditto_cfg/ of digital-avatar/ditto-talkinghead) into checkpoints/ditto/.
 #
 # Resumes partial downloads (<name>.part), skips files already present and valid, verifies the size and sha256
 # recorded below, and falls back to a Hugging Face mirror when the release URL fails or gives a wrong file.
 #
-# Usage: bash scripts/download_models.sh [--list] [NAME ...]      (no NAME: every file of the manifest)
+# Usage: bash scripts/download_models.sh [--list] [--ditto] [NAME ...]
+#   no NAME: every SadTalker and GFPGAN file; --ditto: every Ditto file instead (InsightFace's detector and the
+#   203-point landmark model are not fetched: their licence is non-commercial; we use our own face mesh)
 # Environment:
 #   SADTALKER_CHECKPOINTS     destination of SadTalker files      (default: <repo>/checkpoints)
 #   SADTALKER_GFPGAN_WEIGHTS  destination of GFPGAN/facexlib files (default: <repo>/gfpgan/weights)
+#   SADTALKER_DITTO_CHECKPOINTS  destination of the Ditto files   (default: <repo>/checkpoints/ditto)
 #   SADTALKER_DOWNLOAD_BASE   if set, every file is fetched from $SADTALKER_DOWNLOAD_BASE/<name> first
 #   SADTALKER_MIRROR_BASE     fallback base URL, file fetched from <base>/<name>
-#                             (default: https://huggingface.co/vinthony/SadTalker-V002rc/resolve/main)
+#                             (default: https://huggingface.co/vinthony/SadTalker-V002rc/resolve/main; not for
+#                             Ditto files, which have one source)
 #   SADTALKER_MANIFEST        a manifest file to use instead of the one recorded below (same line format)
 #   SADTALKER_CURL_OPTS       extra curl options (e.g. "--retry 5")
 set -euo pipefail
@@ -18,14 +23,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CKPT_DIR="${SADTALKER_CHECKPOINTS:-$ROOT/checkpoints}"
 GFPGAN_DIR="${SADTALKER_GFPGAN_WEIGHTS:-$ROOT/gfpgan/weights}"
+DITTO_DIR="${SADTALKER_DITTO_CHECKPOINTS:-$ROOT/checkpoints/ditto}"
 MIRROR_BASE="${SADTALKER_MIRROR_BASE:-https://huggingface.co/vinthony/SadTalker-V002rc/resolve/main}"
 
 SADTALKER_RELEASE=https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc
 FACEXLIB_010=https://github.com/xinntao/facexlib/releases/download/v0.1.0
 FACEXLIB_022=https://github.com/xinntao/facexlib/releases/download/v0.2.2
 GFPGAN_130=https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0
+DITTO_HF=https://huggingface.co/digital-avatar/ditto-talkinghead/resolve/main
 
-# Manifest: <destination: checkpoints|gfpgan> <file name> <release URL> <size in bytes> <sha256>
+# Manifest: <destination: checkpoints|gfpgan|ditto> <file name> <release URL> <size in bytes> <sha256>
+# (a Ditto file's name is its path in the release, kept under the destination folder)
 # A '-' size or sha256 means "not recorded": the file is accepted when non-empty and its measured size and
 # sha256 are printed so they can be recorded here. The official values could not be measured where this
 # script was written (no access to the release hosts); record them on first download.
@@ -38,6 +46,14 @@ gfpgan      alignment_WFLW_4HG.pth            $FACEXLIB_010/alignment_WFLW_4HG.p
 gfpgan      detection_Resnet50_Final.pth      $FACEXLIB_010/detection_Resnet50_Final.pth           - -
 gfpgan      GFPGANv1.4.pth                    $GFPGAN_130/GFPGANv1.4.pth                           - -
 gfpgan      parsing_parsenet.pth              $FACEXLIB_022/parsing_parsenet.pth                   - -
+ditto       ditto_pytorch/models/appearance_extractor.pth  $DITTO_HF/ditto_pytorch/models/appearance_extractor.pth  - -
+ditto       ditto_pytorch/models/motion_extractor.pth      $DITTO_HF/ditto_pytorch/models/motion_extractor.pth      - -
+ditto       ditto_pytorch/models/warp_network.pth          $DITTO_HF/ditto_pytorch/models/warp_network.pth          - -
+ditto       ditto_pytorch/models/decoder.pth               $DITTO_HF/ditto_pytorch/models/decoder.pth               - -
+ditto       ditto_pytorch/models/stitch_network.pth        $DITTO_HF/ditto_pytorch/models/stitch_network.pth        - -
+ditto       ditto_pytorch/models/lmdm_v0.4_hubert.pth      $DITTO_HF/ditto_pytorch/models/lmdm_v0.4_hubert.pth      - -
+ditto       ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx  $DITTO_HF/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx  - -
+ditto       ditto_cfg/v0.4_hubert_cfg_pytorch.pkl          $DITTO_HF/ditto_cfg/v0.4_hubert_cfg_pytorch.pkl          - -
 EOF
 
 log() { printf '%s\n' "$*" >&2; }
@@ -84,11 +100,11 @@ fetch() {
     --output "$part" "$url"
 }
 
-# download DIR NAME URL SIZE SHA256
+# download DIR NAME URL SIZE SHA256 MIRROR ('' MIRROR: no fallback)
 download() {
-  local dir=$1 name=$2 url=$3 size=$4 sha=$5
+  local dir=$1 name=$2 url=$3 size=$4 sha=$5 mirror=$6
   local dest="$dir/$name" part="$dir/$name.part" source
-  mkdir -p "$dir"
+  mkdir -p "$(dirname "$dest")"
   if [ -f "$dest" ]; then
     if verify "$dest" "$size" "$sha"; then
       log "present: $dest"
@@ -99,7 +115,7 @@ download() {
   fi
   local sources=()
   if [ -n "${SADTALKER_DOWNLOAD_BASE:-}" ]; then sources+=("${SADTALKER_DOWNLOAD_BASE%/}/$name"); else sources+=("$url"); fi
-  sources+=("${MIRROR_BASE%/}/$name")
+  if [ -n "$mirror" ]; then sources+=("${mirror%/}/$name"); fi
   for source in "${sources[@]}"; do
     if fetch "$source" "$part" "$size"; then
       if verify "$part" "$size" "$sha"; then
@@ -119,11 +135,12 @@ download() {
 }
 
 main() {
-  local list=0 wanted=() failed=0
+  local list=0 ditto=0 wanted=() failed=0
   for arg in "$@"; do
     case $arg in
       --list) list=1 ;;
-      -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+      --ditto) ditto=1 ;;
+      -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
       -*) log "unknown option $arg"; exit 2 ;;
       *) wanted+=("$arg") ;;
     esac
@@ -132,15 +149,21 @@ main() {
   local seen=()
   while read -r where name url size sha; do
     [ -n "$name" ] || continue
-    if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+    if [ ${#wanted[@]} -gt 0 ]; then
+      [[ " ${wanted[*]} " == *" $name "* ]] || continue
+    elif [ $ditto = 1 ] && [ "$where" != ditto ]; then continue
+    elif [ $ditto = 0 ] && [ "$where" = ditto ]; then continue
+    fi
     seen+=("$name")
+    mirror=$MIRROR_BASE
     case $where in
       checkpoints) dir=$CKPT_DIR ;;
       gfpgan) dir=$GFPGAN_DIR ;;
+      ditto) dir=$DITTO_DIR; mirror= ;;
       *) log "error: bad manifest destination '$where' for $name"; exit 2 ;;
     esac
     if [ $list = 1 ]; then printf '%s %s %s %s\n' "$dir/$name" "$url" "$size" "$sha"; continue; fi
-    download "$dir" "$name" "$url" "$size" "$sha" || failed=1
+    download "$dir" "$name" "$url" "$size" "$sha" "$mirror" || failed=1
   done < <(manifest)
   for name in "${wanted[@]}"; do
     [[ " ${seen[*]} " == *" $name "* ]] || { log "error: $name is not in the manifest"; failed=1; }

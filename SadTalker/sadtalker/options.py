@@ -47,7 +47,7 @@ class Preprocess(str, Enum):
         return "full" if self.full else "crop"
 
 
-EngineChoice = Literal["auto", "sadtalker", "landmark"]
+EngineChoice = Literal["auto", "ditto", "sadtalker", "landmark"]
 RefInfo = Literal["pose", "blink", "pose+blink", "all"]
 PREPROCESS_MODES: tuple[str, ...] = tuple(p.value for p in Preprocess)
 ENGINE_CHOICES: tuple[str, ...] = get_args(EngineChoice)
@@ -69,7 +69,7 @@ DESCRIPTIONS: dict[str, str] = {
     "pose_style": "head-motion style, 0-45",
     "expression_scale": "scales the expression coefficients, 0-3",
     "seed": "random seed for blinks and pose noise, 0 to 2^63-1; the same seed gives the same motion",
-    "engine": "auto (the best installed), sadtalker, landmark",
+    "engine": "auto (the best installed: ditto, then sadtalker, then landmark), ditto, sadtalker, landmark",
     "input_yaw": "fixed head yaw in degrees (-90..90); several values are visited in order",
     "input_pitch": "fixed head pitch in degrees",
     "input_roll": "fixed head roll in degrees",

@@ -39,11 +39,13 @@ LEGACY_FILES = {
 
 @dataclass(frozen=True)
 class CheckpointLocations:
-    """The folders searched for weights: SadTalker's `checkpoints/` and GFPGAN's `gfpgan/weights/` (the service's
-    SADTALKER_CHECKPOINTS and SADTALKER_GFPGAN_WEIGHTS, read in sadtalker.service.settings)."""
+    """The folders searched for weights: SadTalker's `checkpoints/`, GFPGAN's `gfpgan/weights/` and Ditto's release
+    folder `checkpoints/ditto/` (the service's SADTALKER_CHECKPOINTS, SADTALKER_GFPGAN_WEIGHTS and
+    SADTALKER_DITTO_CHECKPOINTS, read in sadtalker.service.settings)."""
 
     checkpoint_dir: Path = REPO_ROOT / "checkpoints"
     gfpgan_dir: Path = REPO_ROOT / "gfpgan" / "weights"
+    ditto_dir: Path = REPO_ROOT / "checkpoints" / "ditto"
     download_hint: str = DOWNLOAD_HINT
 
     def sadtalker_file(self, size: int) -> Path:

@@ -23,7 +23,7 @@ from sadtalker.engines.ditto.motion import (
 )
 from sadtalker.engines.ditto.sampler import DDIMSampler, DDIMSchedule
 from sadtalker.errors import InvalidInputError
-from sadtalker.nets.ditto.lmdm import LMDM_FILE, load_lmdm
+from sadtalker.engines.ditto.weights import DittoCheckpoints, load_lmdm
 
 pytestmark = pytest.mark.parity
 
@@ -49,7 +49,7 @@ def _diff(name: str, ours, ref) -> float:
 
 @pytest.fixture(scope="module")
 def lmdm(ditto_parity_dir):
-    return load_lmdm(ditto_parity_dir / "checkpoints" / LMDM_FILE)
+    return load_lmdm(DittoCheckpoints(root=ditto_parity_dir / "checkpoints").network_file("lmdm"))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_audio2motion(ditto_parity_dir, lmdm, source, monkeypatch):
     for k, (kp, aud, out) in enumerate(calls):
         assert _diff(f"clip {k} aud_cond", aud, g["mid_clip_aud_cond"][k]) == 0.0
         assert _diff(f"clip {k} kp_cond", kp, g["mid_clip_kp_cond"][k]) < TOLERANCE
-        assert _diff(f"clip {k} LMDM output (50 steps)", out, g["mid_clip_pred_kp_seq"][k]) < TOLERANCE
+        assert _diff(f"clip {k} LMDM output ({steps} steps)", out, g["mid_clip_pred_kp_seq"][k]) < TOLERANCE
     assert len(motion) == num_frames
     for key, _ in MOTION_LAYOUT:
         assert _diff(f"motion {key}", getattr(motion, key), g[f"out_x_d_{key}"]) < TOLERANCE

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "download_models.sh"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "download_models.sh"
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None,
                                 reason="download_models.sh needs bash and curl")
 
@@ -161,3 +162,54 @@ def test_recorded_manifest_lists_the_official_files():
                      "mapping_00109-model.pth.tar", "mapping_00229-model.pth.tar", "GFPGANv1.4.pth",
                      "detection_Resnet50_Final.pth", "alignment_WFLW_4HG.pth", "parsing_parsenet.pth"}
     assert "releases/download/v0.0.2-rc/SadTalker_V0.0.2_256.safetensors" in result.stdout
+
+
+DITTO_FILES = ("ditto_pytorch/models/appearance_extractor.pth", "ditto_pytorch/models/motion_extractor.pth",
+               "ditto_pytorch/models/warp_network.pth", "ditto_pytorch/models/decoder.pth",
+               "ditto_pytorch/models/stitch_network.pth", "ditto_pytorch/models/lmdm_v0.4_hubert.pth",
+               "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx", "ditto_cfg/v0.4_hubert_cfg_pytorch.pkl")
+
+
+def test_ditto_lists_the_release_files_from_hugging_face():
+    result = subprocess.run(["bash", str(SCRIPT), "--list", "--ditto"], capture_output=True, text=True, timeout=30,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("SADTALKER_")})
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert sorted(Path(dest).relative_to(ROOT / "checkpoints" / "ditto").as_posix() for dest, *_ in rows) == \
+        sorted(DITTO_FILES)
+    assert all(url.startswith("https://huggingface.co/digital-avatar/ditto-talkinghead/resolve/main/") for _, url, *_
+               in rows)
+    # the engine's loader looks for the same files in the same layout
+    from sadtalker.engines.ditto.weights import DittoCheckpoints
+
+    expected = {p.relative_to(DittoCheckpoints().root).as_posix() for p in DittoCheckpoints().required_files()}
+    assert expected == set(DITTO_FILES)
+
+
+def test_ditto_downloads_the_release_layout_from_one_source(tmp_path, servers):
+    """--ditto fetches only the Ditto files, into their sub-folders of SADTALKER_DITTO_CHECKPOINTS; a missing file
+    fails loudly (no SadTalker mirror is tried for it)."""
+    _, root, url = servers["primary"]
+    files = {name: os.urandom(2000 + i) for i, name in enumerate(DITTO_FILES)}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    env = {**os.environ, "SADTALKER_DITTO_CHECKPOINTS": str(tmp_path / "ditto"),
+           "SADTALKER_CHECKPOINTS": str(tmp_path / "sadtalker"), "SADTALKER_DOWNLOAD_BASE": url,
+           "SADTALKER_MIRROR_BASE": servers["mirror"][2]}
+    env.pop("SADTALKER_MANIFEST", None)
+    result = subprocess.run(["bash", str(SCRIPT), "--ditto"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name, data in files.items():
+        assert (tmp_path / "ditto" / name).read_bytes() == data
+    assert not (tmp_path / "sadtalker").exists()
+    assert not servers["mirror"][0].requests
+    from sadtalker.engines.ditto.weights import DittoCheckpoints
+
+    assert DittoCheckpoints(root=tmp_path / "ditto").missing_files() == []
+
+    (root / DITTO_FILES[0]).unlink()
+    (tmp_path / "ditto" / DITTO_FILES[0]).unlink()
+    again = subprocess.run(["bash", str(SCRIPT), "--ditto"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "could not download ditto_pytorch/models/appearance_extractor.pth" in again.stderr
+    assert not servers["mirror"][0].requests

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 import torch
 
 from sadtalker.engines.base import Engine, GenerationResult, ProgressFn
-from sadtalker.engines.registry import available_engines, default_engine_name, load_engine
+from sadtalker.engines.ditto.weights import DittoCheckpoints
+from sadtalker.engines.registry import ENGINES, available_engines, default_engine_name, load_engine
 from sadtalker.errors import InvalidInputError, OutOfMemoryError, ServiceError, TalkingHeadError
 from sadtalker.io.inputs import read_inputs
 from sadtalker.options import GenerationOptions
@@ -63,24 +64,35 @@ class ModelService:
         self.waiting = 0
         self.completed = 0
         self.failed = 0
+        self.last_engine: str | None = None
         settings.results_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def engine_note(self) -> str:
+        ditto = DittoCheckpoints.from_locations(self.settings.locations)
+        others = [name for name in ENGINES if name in self.available and name != self.default_engine]
+        also = f" Also available: {', '.join(others)}." if others else ""
+        if self.default_engine == "ditto":
+            return f"Engine: Ditto (its official files were found).{also}"
+        ditto_hint = (f" Ditto files not found ({', '.join(p.name for p in ditto.missing_files()[:3])}"
+                      f"{' ...' if len(ditto.missing_files()) > 3 else ''}); get them with `{ditto.download_hint}`.")
         if self.default_engine == "sadtalker":
-            return "Engine: SadTalker (official checkpoints found). The landmark engine is available as a quick draft."
+            return ("Engine: SadTalker (official checkpoints found). The landmark engine is available as a quick "
+                    "draft." + ditto_hint)
         missing = ", ".join(p.name for p in self.settings.locations.missing_sadtalker_files())
         return (
             "Engine: landmark (no downloaded weights needed). SadTalker checkpoints not found "
             f"({missing}); get them with `{self.settings.locations.download_hint}` and restart for the SadTalker "
-            "engine.")
+            "engine." + ditto_hint)
 
     def engine(self, choice: str) -> Engine:
         name = self.default_engine if choice == "auto" else choice
         if name not in self.available:
+            hint = (DittoCheckpoints.from_locations(self.settings.locations).download_hint if name == "ditto"
+                    else self.settings.locations.download_hint)
             raise InvalidInputError(
-                f"the {name} engine is not available: its checkpoints are missing (get them with "
-                f"{self.settings.locations.download_hint}); use engine 'landmark' or 'auto'")
+                f"the {name} engine is not available: its checkpoints are missing (get them with {hint}); use "
+                "engine 'landmark' or 'auto'")
         with self._load_lock:
             if name not in self._engines:
                 started = time.perf_counter()
@@ -116,7 +128,7 @@ class ModelService:
                 "the enhancer, reference videos and fixed head angles need the SadTalker engine"
                 + ("" if "sadtalker" in self.available else
                    f" (its checkpoints are missing; get them with {self.settings.locations.download_hint})"))
-        cap = max_batch_size(options.size, self.device)
+        cap = max_batch_size(512 if name == "ditto" else options.size, self.device)  # Ditto renders at 512
         if options.batch_size > cap:
             logger.info("batch_size %d capped to %d for size %d on %s", options.batch_size, cap, options.size,
                         self.device)
@@ -139,6 +151,7 @@ class ModelService:
                 logger.exception("generation failed")
                 raise ServiceError(f"the model service failed on this request ({type(exc).__name__}: {exc})") from exc
         self.completed += 1
+        self.last_engine = result.engine
         logger.info("generated %s with %s: %d frames, %.2f s audio, %.1f s", output.name, result.engine,
                     result.num_frames, result.audio_seconds, time.perf_counter() - started)
         return result
@@ -180,7 +193,8 @@ class ModelService:
             raise ServiceError(f"the {self.device} device computed a wrong result")
         return {
             "status": "ok",
-            "engine": self.default_engine,
+            "engine": self.default_engine,          # what `auto` runs
+            "last_engine": self.last_engine,        # the engine of the last finished generation
             "engines_available": sorted(self.available),
             "engines_loaded": sorted(self._engines),
             "checkpoints_loaded": "sadtalker" in self._engines,

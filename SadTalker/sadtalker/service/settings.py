@@ -96,5 +96,6 @@ class ServiceSettings:
             limits=InputLimits.from_env(env),
             locations=CheckpointLocations(
                 checkpoint_dir=get("SADTALKER_CHECKPOINTS", Path, d.locations.checkpoint_dir),
-                gfpgan_dir=get("SADTALKER_GFPGAN_WEIGHTS", Path, d.locations.gfpgan_dir)),
+                gfpgan_dir=get("SADTALKER_GFPGAN_WEIGHTS", Path, d.locations.gfpgan_dir),
+                ditto_dir=get("SADTALKER_DITTO_CHECKPOINTS", Path, d.locations.ditto_dir)),
         )

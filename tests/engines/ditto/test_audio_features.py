@@ -73,7 +73,7 @@ def test_features_through_onnxruntime(tmp_path, batch_axis):
 
 
 def test_bad_models(tmp_path):
-    with pytest.raises(CheckpointError, match="not found.*huggingface-cli"):
+    with pytest.raises(CheckpointError, match="not found.*download_models.sh --ditto"):
         af.HubertOnnx(tmp_path / "missing.onnx")
     with pytest.raises(CheckpointError, match="input_values"):
         af.HubertOnnx(_stand_in(tmp_path / "renamed.onnx", input_name="audio"))

@@ -9,7 +9,8 @@ import torch
 from ditto_motion_factory import TINY, tiny_lmdm, write_tiny_lmdm
 
 from sadtalker.errors import CheckpointError
-from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig, RotaryEmbedding, load_lmdm
+from sadtalker.engines.ditto.weights import load_lmdm
+from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig, RotaryEmbedding
 from sadtalker.weights import forget_open_checkpoints
 
 LAYOUT = Path(__file__).parents[2] / "data" / "ditto_lmdm_layout.json"
@@ -87,11 +88,11 @@ def test_load_errors_name_the_file_and_download(tmp_path, damage):
     if damage == "plain_state_dict":
         assert "model_state_dict" in message
     else:
-        assert "huggingface-cli download" in message
+        assert "download_models.sh --ditto" in message
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match="not found.*huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="not found.*download_models.sh --ditto"):
         load_lmdm(tmp_path / "nope.pth", TINY)
 
 

@@ -88,7 +88,7 @@ class HubertOnnx:
     def __init__(self, path: Path, device: Literal["cpu", "cuda"] = "cpu", threads: int | None = None) -> None:
         path = Path(path)
         if not path.is_file():
-            from sadtalker.nets.ditto.lmdm import DITTO_DOWNLOAD_HINT
+            from sadtalker.engines.ditto.weights import DITTO_DOWNLOAD_HINT
 
             raise CheckpointError(f"HuBERT model not found: {path}. Get the official Ditto files with: "
                                   f"{DITTO_DOWNLOAD_HINT}")

@@ -18,7 +18,8 @@ import torch
 from sadtalker.engines.ditto.conditions import DEFAULT_EMOTION, ConditionBuilder, Emotion, SourceConditions
 from sadtalker.engines.ditto.sampler import DDIMSampler, draw_initial_noise, draw_step_noise
 from sadtalker.errors import InvalidInputError
-from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig, load_lmdm
+from sadtalker.engines.ditto.weights import load_lmdm
+from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig
 
 logger = logging.getLogger(__name__)
 

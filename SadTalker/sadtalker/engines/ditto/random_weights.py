@@ -103,3 +103,78 @@ def write_random_checkpoints(root: Path, seed: int = 0,
         torch.save(official_payload(name, nets[name].state_dict(), seed), path)
         logger.info("wrote random %s weights to %s", name, path)
     return checkpoints
+
+
+# ------------------------------------------------------------------------------------- the whole release, for tests
+def release_cfg() -> dict[str, object]:
+    """A config pickle's contents with the keys the original's parse_cfg reads (paths relative to ditto_pytorch/,
+    as it resolves them) and no `default_kwargs`: the StreamSDK defaults. Not the released file."""
+    aux, dev = "aux_models/", "cuda"
+    return {
+        "base_cfg": {
+            "insightface_det_cfg": {"model_path": aux + "det_10g.onnx", "device": dev},
+            "landmark106_cfg": {"model_path": aux + "2d106det.onnx", "device": dev},
+            "landmark203_cfg": {"model_path": aux + "landmark203.onnx", "device": dev},
+            "landmark478_cfg": {"blaze_face_model_path": "", "face_mesh_model_path": "", "device": dev},
+            "appearance_extractor_cfg": {"model_path": "models/appearance_extractor.pth", "device": dev},
+            "motion_extractor_cfg": {"model_path": "models/motion_extractor.pth", "device": dev},
+            "stitch_network_cfg": {"model_path": "models/stitch_network.pth", "device": dev},
+            "warp_network_cfg": {"model_path": "models/warp_network.pth", "device": dev},
+            "decoder_cfg": {"model_path": "models/decoder.pth", "device": dev},
+            "hubert_cfg": {"model_path": aux + "hubert_streaming_fix_kv.onnx", "device": dev},
+        },
+        "audio2motion_cfg": {"model_path": "models/lmdm_v0.4_hubert.pth", "device": dev, "motion_feat_dim": 265,
+                             "audio_feat_dim": 1103, "seq_frames": 80, "use_emo": True, "use_sc": True,
+                             "use_eye_open": True, "use_eye_ball": True, "w2f_type": "hubert"},
+        "default_kwargs": {},
+    }
+
+
+def write_release_cfg(path: Path, default_kwargs: dict[str, object] | None = None) -> Path:
+    import pickle
+
+    cfg = release_cfg()
+    cfg["default_kwargs"] = dict(default_kwargs or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(cfg, f, protocol=4)
+    return path
+
+
+def write_random_hubert(path: Path, seed: int = 0) -> Path:
+    """A stand-in for hubert_streaming_fix_kv.onnx with its interface (input `input_values` (1, 6480) float32 ->
+    (20, 1024)): the first 6400 samples as 20 frames of 320, times a random (320, 1024) matrix. Needs the `onnx`
+    package (requirements-dev.txt)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.RandomState(seed).randn(320, 1024).astype(np.float32) * 0.05
+    nodes = [helper.make_node("Slice", ["input_values", "starts", "ends", "axes"], ["head"]),
+             helper.make_node("Reshape", ["head", "shape"], ["frames"]),
+             helper.make_node("MatMul", ["frames", "weight"], ["encoding_out"])]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("starts", [0]), ("ends", [6400]), ("axes", [1]), ("shape", [20, 320]))]
+    inits.append(numpy_helper.from_array(weight, "weight"))
+    graph = helper.make_graph(nodes, "hubert_stand_in",
+                              [helper.make_tensor_value_info("input_values", TensorProto.FLOAT, [1, 6480])],
+                              [helper.make_tensor_value_info("encoding_out", TensorProto.FLOAT, [20, 1024])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_random_release(root: Path, seed: int = 0, default_kwargs: dict[str, object] | None = None
+                         ) -> DittoCheckpoints:
+    """Every file the Ditto engine needs, random, in the release layout under `root` (~680 MB): the five
+    renderer networks, the LMDM at its released size, the config and a HuBERT stand-in."""
+    from sadtalker.engines.ditto.random_motion_weights import write_random_lmdm
+
+    checkpoints = write_random_checkpoints(root, seed)
+    write_random_lmdm(checkpoints.network_file("lmdm"), seed=seed)
+    write_release_cfg(checkpoints.cfg_file, default_kwargs)
+    write_random_hubert(checkpoints.hubert_file, seed)
+    return checkpoints

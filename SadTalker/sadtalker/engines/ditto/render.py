@@ -59,9 +59,14 @@ class FrameRenderer:
             image = self.decoder(feature)                                           # (B, 3, 512, 512)
         return image.float()
 
-    def frames(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> Iterator[np.ndarray]:
-        """Yield each frame as (512, 512, 3) float32 RGB, clip(0, 1) * 255 (what the original's Decoder returns)."""
-        for start in range(0, x_d.shape[0], self.batch_size):
-            images = self.render(f_s, x_s, x_d[start:start + self.batch_size])
+    def frames(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
+               batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """Yield each frame as (512, 512, 3) float32 RGB, clip(0, 1) * 255 (what the original's Decoder returns),
+        `batch_size` frames per network pass (default: the one given at construction)."""
+        batch = self.batch_size if batch_size is None else batch_size
+        if batch < 1:
+            raise InvalidInputError(f"batch_size must be >= 1; got {batch}")
+        for start in range(0, x_d.shape[0], batch):
+            images = self.render(f_s, x_s, x_d[start:start + batch])
             hwc = (images.clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
             yield from hwc

@@ -30,7 +30,7 @@ class DittoRenderer:
     def from_checkpoint(cls, checkpoints: DittoCheckpoints | None = None, device: str | torch.device = "cpu",
                         **kwargs) -> DittoRenderer:
         """Load the five networks once (strictly, from the official files) onto `device`."""
-        networks = load_renderer_networks(checkpoints or DittoCheckpoints.from_env())
+        networks = load_renderer_networks(checkpoints or DittoCheckpoints())
         return cls({k: v.to(device) for k, v in networks.items()}, **kwargs)
 
     def register(self, image: np.ndarray, max_dim: int = 1920) -> SourceInfo:
@@ -38,12 +38,17 @@ class DittoRenderer:
         return self.encoder(fit_source_image(image, max_dim))
 
     def frames(self, source: SourceInfo, driving: Mapping[str, object],
-               progress: Callable[[float, str], None] | None = None) -> Iterator[np.ndarray]:
-        """Per-frame driving motion (N, ...) -> N frames (H, W, 3) uint8 RGB of the source's size."""
-        x_s, x_d = self.stitcher(source.motion, driving)
-        paste = PasteBack(source.frame, source.crop.M_c2o)
+               progress: Callable[[float, str], None] | None = None, paste_back: bool = True,
+               batch_size: int | None = None, stitch_options: StitchOptions | None = None) -> Iterator[np.ndarray]:
+        """Per-frame driving motion (N, ...) -> N frames, made one batch at a time: (H, W, 3) uint8 RGB of the
+        source's size pasted back, or with `paste_back=False` the (512, 512, 3) uint8 crop renders themselves
+        (clipped and truncated as the paste-back does). `stitch_options` replace the defaults for this call."""
+        stitcher = self.stitcher if stitch_options is None else MotionStitcher(self.stitcher.stitch_net,
+                                                                                stitch_options)
+        x_s, x_d = stitcher(source.motion, driving)
+        paste = PasteBack(source.frame, source.crop.M_c2o) if paste_back else None
         n = x_d.shape[0]
-        for i, render in enumerate(self.renderer.frames(source.f_s, x_s, x_d)):
-            yield paste(render)
+        for i, render in enumerate(self.renderer.frames(source.f_s, x_s, x_d, batch_size)):
+            yield paste(render) if paste is not None else np.clip(render, 0, 255).astype(np.uint8)
             if progress is not None:
                 progress((i + 1) / n, "render")

@@ -36,6 +36,7 @@ class StitchOptions:
     relative: bool = True      # drive relative to the first frame's motion
     drive_eye: bool = True     # eye keypoints (and the gaze correction) follow the driving motion
     stitching: bool = True     # run the stitching network
+    driven_keys: tuple[str, ...] = DRIVEN_KEYS   # the original's use_d_keys; ("exp",) keeps the source's head pose
 
 
 def pose_degrees(bins: torch.Tensor) -> torch.Tensor:
@@ -101,15 +102,23 @@ class MotionStitcher:
         device = next(self.stitch_net.parameters()).device if self.stitch_net is not None else "cpu"
         s = as_motion(source, device=device)
         d = as_motion(driving, device=device)
-        missing = [k for k in MOTION_KEYS if k not in s] + [k for k in DRIVEN_KEYS if k not in d]
+        driven = self.options.driven_keys
+        unknown = [k for k in driven if k not in DRIVEN_KEYS]
+        if unknown:
+            raise InvalidInputError(f"driven motion keys must be among {', '.join(DRIVEN_KEYS)}; got {unknown}")
+        missing = [k for k in MOTION_KEYS if k not in s] + [k for k in driven if k not in d]
         if missing:
             raise InvalidInputError(f"motion lacks {', '.join(missing)}")
         x_s = transform_keypoints(s)                                     # (1, 21, 3)
         mixed = dict(s)
-        for k in DRIVEN_KEYS:                                            # 1. relative driving from frame 0
+        for k in driven:                                                 # 1. relative driving from frame 0
             mixed[k] = s[k] + (d[k] - d[k][:1]) if self.options.relative else d[k]
-        n = d["exp"].shape[0]
-        mixed["scale"], mixed["kp"] = s["scale"].expand(n, -1), s["kp"].expand(n, -1)
+        n = next(iter(d.values())).shape[0] if d else 0
+        if n == 0:
+            raise InvalidInputError("no driving motion frames")
+        for k in MOTION_KEYS:                                            # the source's values, one per frame
+            if mixed[k].shape[0] != n:
+                mixed[k] = mixed[k].expand(n, -1)
         mask = _expression_mask(self.options.drive_eye).to(device)      # 2. lips (and eyes) driven
         mixed["exp"] = mixed["exp"] * mask + s["exp"] * (1 - mask)
         if self.options.drive_eye:                                       # 3. gaze follows the head turn

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from sadtalker.errors import CheckpointError
-from sadtalker.weights import REPO_ROOT, load_state
+from sadtalker.weights import REPO_ROOT, CheckpointLocations, load_state
+
+if TYPE_CHECKING:
+    from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +63,15 @@ RENDERER_NETWORKS = ("appearance_extractor", "motion_extractor", "warp_network",
 
 @dataclass(frozen=True)
 class DittoCheckpoints:
-    """The checkpoint folder in the official release layout (`<root>/ditto_pytorch/...`, `<root>/ditto_cfg/...`)."""
+    """The checkpoint folder in the official release layout (`<root>/ditto_pytorch/...`, `<root>/ditto_cfg/...`);
+    the service's SADTALKER_DITTO_CHECKPOINTS (`CheckpointLocations.ditto_dir`)."""
 
-    root: Path = REPO_ROOT / "checkpoints"
+    root: Path = REPO_ROOT / "checkpoints" / "ditto"
     download_hint: str = DITTO_DOWNLOAD_HINT
 
     @classmethod
-    def from_env(cls) -> DittoCheckpoints:
-        return cls(root=Path(os.environ.get("DITTO_CHECKPOINTS", cls.root)))
+    def from_locations(cls, locations: CheckpointLocations) -> DittoCheckpoints:
+        return cls(root=Path(locations.ditto_dir))
 
     def network_file(self, name: str) -> Path:
         if name not in DITTO_FILES:
@@ -88,6 +91,21 @@ class DittoCheckpoints:
 
     def missing(self, names: tuple[str, ...] = RENDERER_NETWORKS) -> list[Path]:
         return [p for p in (self.network_file(n) for n in names) if not p.is_file()]
+
+    def required_files(self) -> list[Path]:
+        """Everything the engine needs: the six networks, the config and the HuBERT model (the InsightFace /
+        LivePortrait landmark models are optional)."""
+        return [*(self.network_file(n) for n in DITTO_FILES), self.cfg_file, self.hubert_file]
+
+    def missing_files(self) -> list[Path]:
+        return [p for p in self.required_files() if not p.is_file()]
+
+    def require_all(self) -> None:
+        """One CheckpointError naming every missing file and the download command."""
+        missing = self.missing_files()
+        if missing:
+            raise CheckpointError(f"Ditto checkpoint file(s) not found: {', '.join(map(str, missing))}. Get the "
+                                  f"official files with: {self.download_hint}")
 
     def require(self, path: Path) -> Path:
         if not Path(path).is_file():
@@ -184,9 +202,24 @@ def load_renderer_networks(checkpoints: DittoCheckpoints) -> dict[str, nn.Module
 
 
 def load_lmdm_state(checkpoints: DittoCheckpoints) -> dict[str, torch.Tensor]:
-    """The LMDM MotionDecoder state dict (entry 'model_state_dict'); the motion module loads it strictly."""
+    """The LMDM MotionDecoder state dict (entry 'model_state_dict'; other entries are ignored)."""
     return load_ditto_state(checkpoints.network_file("lmdm"), DITTO_FILES["lmdm"].container,
                             hint=checkpoints.download_hint)
+
+
+def load_lmdm(path: Path, config: LMDMConfig | None = None, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32, hint: str = DITTO_DOWNLOAD_HINT) -> LMDM:
+    """The LMDM of an official file (`lmdm_v0.4_hubert.pth`), built with `config` (the release's sizes by default),
+    loaded strictly (CheckpointError on any mismatch), eval mode on `device`; fp16/bf16 weights only make sense on
+    CUDA (the sampling arithmetic stays float32)."""
+    from sadtalker.nets.ditto.lmdm import LMDM, LMDMConfig
+
+    path = Path(path)
+    model = LMDM(config or LMDMConfig())
+    load_state(model, load_ditto_state(path, DITTO_FILES["lmdm"].container, hint=hint), path,
+               DITTO_FILES["lmdm"].what, hint)
+    logger.info("loaded LMDM from %s", path)
+    return model.eval().to(device).cast_weights(dtype)
 
 
 # ------------------------------------------------------------------------------------------------ config pickle

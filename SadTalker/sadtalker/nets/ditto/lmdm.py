@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +16,6 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-DITTO_DOWNLOAD_HINT = (
-    "huggingface-cli download digital-avatar/ditto-talkinghead --include 'ditto_pytorch/*' 'ditto_cfg/*' "
-    "--local-dir checkpoints"
-)
-LMDM_FILE = "ditto_pytorch/models/lmdm_v0.4_hubert.pth"
 
 
 @dataclass(frozen=True)
@@ -233,25 +227,3 @@ class LMDM(nn.Module):
         t_tokens = self.to_time_tokens(t_hidden)  # (B, 2, dim)
         memory = self.norm_cond(torch.cat((cond_tokens.to(dtype), t_tokens), dim=-2))  # (B, L+2, dim)
         return self.final_layer(self.seqTransDecoder(x, memory, t))  # (B, L, motion_dim)
-
-
-def load_lmdm_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The MotionDecoder tensors of an official LMDM file ({'model_state_dict': ...}; other entries are ignored).
-
-    To move into engines/ditto/weights.py (the one Ditto loader) at integration.
-    """
-    from sadtalker.weights import open_checkpoint, select
-
-    path = Path(path)
-    return select(open_checkpoint(path, DITTO_DOWNLOAD_HINT), path, entry="model_state_dict")
-
-
-def load_lmdm(path: Path, config: LMDMConfig = LMDMConfig(), device: torch.device | str = "cpu",
-              dtype: torch.dtype = torch.float32) -> LMDM:
-    """Build the network, load the file strictly (CheckpointError on any mismatch), eval mode on `device`."""
-    from sadtalker.weights import load_state
-
-    model = LMDM(config)
-    load_state(model, load_lmdm_state_dict(path), Path(path), "Ditto LMDM", DITTO_DOWNLOAD_HINT)
-    logger.info("loaded LMDM from %s", path)
-    return model.eval().to(device).cast_weights(dtype)
