@@ -152,7 +152,7 @@ def _start_queue_consumers(app: Flask, front: Front, model_client: ModelClientPr
     client = model_client or ModelClient(config.sadtalker_url, timeout=config.model_timeout_seconds)
     worker = JobWorker(front.db, front.storage, client, config.queue_max_retries, on_end=front.jobs.ended,
                        name=config.worker_name)
-    front.queue.consume(jobs=worker, webhooks=sender, threads=config.workers + 1)
+    front.queue.consume(jobs=worker, webhooks=sender, threads=config.workers)  # webhooks share the threads
 
 
 def _redacted(url: str) -> str:
