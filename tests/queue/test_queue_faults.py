@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Cluster, wait_until
+from queue_cluster import Cluster, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,5 +1,5 @@
-"""Real processes for the task-queue tests: a Redis server, stand-in model services (fake_model_service.py), model
-workers (DemoFront/worker.py) and fronts (DemoFront/app.py), all on loopback with their state in one folder, and
+"""Real processes for the task-queue tests: a Redis server, model services (the stand-in
+tests/queue/fake_model_service.py, or any script given), model workers (DemoFront/worker.py) and fronts (DemoFront/app.py), all on loopback with their state in one folder, and
 polling helpers (every wait is for a condition, with a deadline)."""
 from __future__ import annotations
 
@@ -92,11 +92,14 @@ class Cluster:
 
     # -- processes ---------------------------------------------------------------------------------------------
 
-    def model(self, name: str, port: int | None = None, **env: str) -> str:
+    def model(self, name: str, port: int | None = None, argv: list[str] | None = None, ready: str = "config",
+              **env: str) -> str:
+        """A model service on `port`: the stand-in by default, else `argv` with {port} filled in."""
         port = port or free_port()
-        self._start(name, [str(Path(__file__).with_name("fake_model_service.py")), str(port)], {**self.env, **env})
+        fake = [str(Path(__file__).parent / "queue" / "fake_model_service.py"), "{port}"]
+        self._start(name, [a.format(port=port) for a in argv or fake], {**self.env, **env})
         url = f"http://127.0.0.1:{port}/"
-        self._ready(name, url + "config")
+        self._ready(name, url + ready)
         self.models[name] = url
         return url
 
