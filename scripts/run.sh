@@ -39,6 +39,7 @@ stop() {
   trap - INT TERM EXIT
   for name in "${names[@]}"; do kill "${pid[$name]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  exit 0
 }
 trap stop INT TERM EXIT
 
