@@ -207,4 +207,6 @@ def openapi() -> Response:
 def health() -> Response:
     with front().db.session() as s:
         counts = dict(s.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
-    return jsonify({"status": "ok", "database": front().db.dialect, "jobs": counts})
+    # jobs_unfinished (waiting plus running) is what KEDA scales the model pods on (deploy/k8s/base/model-keda.yaml)
+    unfinished = int(counts.get("queued", 0)) + int(counts.get("running", 0))
+    return jsonify({"status": "ok", "database": front().db.dialect, "jobs": counts, "jobs_unfinished": unfinished})
