@@ -415,7 +415,8 @@ def test_architecture_diagram_is_generated_from_its_source(tmp_path):
 
     source = (ROOT / "img" / "architecture.dot").read_text()
     for part in ("browser / curl", "Ingress", "DemoFront", "PostgreSQL", "videos volume", "model replica",
-                 "nvidia.com/gpu", "checkpoints volume", "download_models.sh"):
+                 "nvidia.com/gpu", "checkpoints volume", "download_models.sh", "Redis", "worker", "KEDA",
+                 "webhook"):
         assert part in source, part
     with Image.open(ROOT / "img" / "architecture.png") as image:
         assert image.format == "PNG" and image.width > 1000
