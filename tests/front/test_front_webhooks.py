@@ -140,3 +140,19 @@ def test_cancel_queued_and_running(make_app, portrait_path, speech_path):
     done = generate(web, portrait_path, speech_path).json
     wait_until(lambda: web.get(f"/api/jobs/{done['id']}").json["status"] == "done", 30, "a later job")
     assert web.post(f"/api/jobs/{done['id']}/cancel").status_code == 409
+
+
+def test_the_job_page_has_a_cancel_button_that_cancels(make_app, portrait_path, speech_path):
+    gate = threading.Event()
+    web = make_app(FakeModelClient(gate=gate), workers=1).test_client()
+    try:
+        generate(web, portrait_path, speech_path)  # holds the one worker
+        job = generate(web, portrait_path, speech_path).json
+        page = web.get(job["page_url"]).get_data(as_text=True)
+        assert 'id="cancel-job"' in page
+        reply = web.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_of(web)})
+        assert reply.status_code == 303 and reply.headers["Location"].endswith(job["page_url"])
+        assert web.get(f"/api/jobs/{job['id']}").json["status"] == "cancelled"
+        assert 'id="cancel-job"' not in web.get(job["page_url"]).get_data(as_text=True)
+    finally:
+        gate.set()
