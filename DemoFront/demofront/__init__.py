@@ -13,10 +13,9 @@ from flask import Flask, Response, g, request
 from .config import MAX_FIELD_BYTES, Config
 from .db import Database
 from .model_client import ModelClientProtocol
-from .replicas import ReplicaPool
 from .retention import RetentionSweeper
 from .storage import Storage
-from .worker import JobRunner
+from .tasks import JobQueue
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +33,33 @@ SECURITY_HEADERS = {
 
 @dataclass
 class Front:
-    """What the app's views share: settings, database, file storage, the job runner, the retention sweeper, the
+    """What the app's views share: settings, database, file storage, the task queue, the retention sweeper, the
     rate limiter and the job factory."""
 
     config: Config
     db: Database
     storage: Storage
-    client: ModelClientProtocol
-    runner: JobRunner
+    queue: JobQueue
     sweeper: RetentionSweeper
     jobs: "object" = None
     limiter: "object" = None
 
+    def wait(self, job_id: str, timeout: float) -> bool:
+        """Block until the job ends (True) or `timeout` passes (False), watching its row."""
+        from .models import FINAL_STATUSES, Job
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is None or job.status in FINAL_STATUSES:
+                    return True
+            time.sleep(0.2)
+        return False
+
     def close(self) -> None:
         self.sweeper.stop()
-        self.runner.shutdown(wait=True)
+        self.queue.close()
         self.db.dispose()
 
 
@@ -65,9 +76,9 @@ def _secret_key(config: Config) -> str:
 
 
 def create_app(config: Config | None = None, model_client: ModelClientProtocol | None = None) -> Flask:
-    """Build the app: migrate the database, start the job runner (re-queue/fail leftovers) and the retention
-    sweeper, register the areas and their rate limits. Call it once per process: it starts the threads that
-    dispatch jobs (DemoFront/app.py serves the one app it makes)."""
+    """Build the app: migrate the database, connect to the task queue (and start this front's webhook deliveries;
+    with QUEUE_URL=memory:// also the job workers, on `model_client`), start the retention sweeper, register the
+    areas and their rate limits. Call it once per process (DemoFront/app.py serves the one app it makes)."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import admin, api, auth, health, pages
@@ -100,12 +111,9 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     db = Database(config.database_url)
     db.upgrade()
     storage = Storage(config.data_dir)
-    client = model_client or ReplicaPool(config.model_urls, timeout=config.model_timeout_seconds,
-                                         retries=config.model_retries)
-    runner = JobRunner(db, storage, client, config.workers,
-                       stale_seconds=(config.model_retries + 1) * config.model_timeout_seconds + 60)
+    queue = JobQueue(config)
     sweeper = RetentionSweeper(db, storage, config.job_retention_days, config.retention_sweep_minutes * 60)
-    front = Front(config=config, db=db, storage=storage, client=client, runner=runner, sweeper=sweeper)
+    front = Front(config=config, db=db, storage=storage, queue=queue, sweeper=sweeper)
     front.jobs = JobFactory(front)
     app.extensions["demofront"] = front
 
@@ -119,11 +127,40 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
         app.register_blueprint(blueprint)
     front.limiter = install_rate_limits(app, config)
 
-    runner.recover()
+    _start_queue_consumers(app, front, model_client)
     sweeper.start()
-    logger.info("front ready: database %s, data in %s, model service %s", db.dialect, storage.root,
-                config.sadtalker_url)
+    logger.info("front ready: database %s, data in %s, queue %s", db.dialect, storage.root,
+                _redacted(config.queue_url))
     return app
+
+
+def _start_queue_consumers(app: Flask, front: Front, model_client: ModelClientProtocol | None) -> None:
+    """Every front delivers webhooks; with the in-memory queue it also runs the jobs (WORKERS threads)."""
+    from .api import describe_for_webhook
+    from .tasks import is_memory
+    from .webhooks import WebhookSender
+
+    config = front.config
+    sender = WebhookSender(front.db, lambda job: describe_for_webhook(app, job), config.webhook_max_retries,
+                           config.webhook_timeout_seconds, config.webhook_allow_private)
+    if not is_memory(config.queue_url):
+        front.queue.consume(webhooks=sender, threads=2)
+        return
+    from .model_client import ModelClient
+    from .worker import JobWorker
+
+    client = model_client or ModelClient(config.sadtalker_url, timeout=config.model_timeout_seconds)
+    worker = JobWorker(front.db, front.storage, client, config.queue_max_retries, on_end=front.jobs.ended,
+                       name=config.worker_name)
+    front.queue.consume(jobs=worker, webhooks=sender, threads=config.workers)  # webhooks share the threads
+
+
+def _redacted(url: str) -> str:
+    """A queue URL without its password, for the log."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url.replace(parts.password, "***") if parts.password else url
 
 
 def _start_timer() -> None:

@@ -1,4 +1,5 @@
-"""The JSON API: generate, job status, the video (with Range), deletion, and the OpenAPI description."""
+"""The JSON API: generate, job status (with queue position and estimated start), cancel, the video (with Range),
+deletion, and the OpenAPI description."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 
 from .auth import require_user, require_user_or_anonymous
 from .errors import ApiError
-from .jobs import Requester, can_see, iso, job_to_dict, queue_position
+from .jobs import Requester, can_see, estimated_start, iso, job_to_dict, queue_position
 from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ def front() -> Any:
 
 
 def requester() -> Requester:
-    return Requester(user=g.user, client_addr=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+    return Requester(user=g.user, client_addr=request.remote_addr, user_agent=request.headers.get("User-Agent"),
+                     api_key_id=g.get("api_key_id") if g.get("auth_via") == "key" else None)
 
 
 def job_urls(job: Job) -> dict[str, Any]:
@@ -45,18 +47,32 @@ def refuse_if_expired(job: Job, what: str) -> None:
                             "ends)", extra={"expired_at": iso(job.expired_at)})
 
 
-def describe(job: Job) -> dict[str, Any]:
+def describe(job: Job, with_estimate: bool = True) -> dict[str, Any]:
     from .models import JobAttempt
 
     with front().db.session() as s:
         position = queue_position(s, job)
+        start = None
+        if position is not None and with_estimate:
+            try:
+                workers = front().queue.stats().workers
+            except Exception as exc:  # the broker is away: the status still answers, without an estimate
+                logger.warning("queue statistics unavailable: %s", exc)
+                workers = 0
+            start = estimated_start(s, position, workers)
         attempts = [{"number": a.number, "replica": a.replica, "outcome": a.outcome, "error": a.error,
                      "started_at": iso(a.started_at), "finished_at": iso(a.finished_at)}
                     for a in s.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)
                                        .order_by(JobAttempt.number))]
-    body = job_to_dict(job, job_urls(job), position)
-    body["attempts"] = attempts  # one per model replica tried (a retry after a replica died adds one)
+    body = job_to_dict(job, job_urls(job), position, start)
+    body["attempts"] = attempts  # one per run by a worker (a retry or a redelivery after a worker died adds one)
     return body
+
+
+def describe_for_webhook(app: Any, job: Job) -> dict[str, Any]:
+    """The job's JSON as GET /api/jobs/<id> gives it, outside a request (the webhook deliveries)."""
+    with app.test_request_context("/"):
+        return describe(job, with_estimate=False)
 
 
 def visible_job(job_id: str) -> Job:
@@ -80,10 +96,12 @@ def generate() -> Any:
     require_user_or_anonymous()
     job = front().jobs.create(request.form, request.files, who)
     if wants_wait():
-        front().runner.wait(job.id, front().config.wait_timeout_seconds)
+        front().wait(job.id, front().config.wait_timeout_seconds)
         job = visible_job(job.id)
         if job.status == "done":
             return _send_video(job)
+        if job.status == "cancelled":
+            raise ApiError(409, "the job was cancelled", extra={"job": describe(job)})
         if job.status == "failed":
             status = 422 if job.error_kind == "input" else 502
             raise ApiError(status, job.error or "the generation failed", extra={"job": describe(job)})
@@ -110,6 +128,20 @@ def list_jobs() -> Response:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     return jsonify(describe(visible_job(job_id)))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """A queued job never runs; a running one stops at its worker's next progress check and ends `cancelled`.
+    202 while a running job is being stopped, 200 once cancelled, 409 for a job that already ended."""
+    job = visible_job(job_id)
+    if job.status in ("done", "failed"):
+        raise ApiError(409, f"job {job_id} already ended ({job.status})", extra={"job_status": job.status})
+    front().jobs.cancel(job.id)
+    job = visible_job(job.id)
+    response = jsonify(describe(job))
+    response.status_code = 200 if job.status == "cancelled" else 202
+    return response
 
 
 @bp.delete("/jobs/<job_id>")
@@ -175,5 +207,6 @@ def openapi() -> Response:
 def health() -> Response:
     with front().db.session() as s:
         counts = dict(s.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
-    return jsonify({"status": "ok", "database": front().db.dialect, "model_service": front().config.sadtalker_url,
-                    "jobs": counts})
+    # jobs_unfinished (waiting plus running) is what KEDA scales the model pods on (deploy/k8s/base/model-keda.yaml)
+    unfinished = int(counts.get("queued", 0)) + int(counts.get("running", 0))
+    return jsonify({"status": "ok", "database": front().db.dialect, "jobs": counts, "jobs_unfinished": unfinished})

@@ -59,6 +59,7 @@ def load_user() -> None:
                 raise ApiError(401, "the API key is unknown or revoked")
             key.last_used_at = utcnow()
             g.user = s.get(User, key.user_id)
+            g.api_key_id = key.id
         g.auth_via = "key"
         return
     user_id = session.get("user_id")
@@ -188,10 +189,11 @@ def _sign_in(user: User) -> None:
 @bp.route("/keys", methods=["GET", "POST"])
 def keys_page() -> Any:
     user = require_user()
-    new_key = None
+    new_key = new_secret = None
     if request.method == "POST":
-        new_key, _ = create_key(user, request.form.get("name", ""))
-    return render_template("keys.html", keys=list_keys(user), new_key=new_key)
+        new_key, made = create_key(user, request.form.get("name", ""))
+        new_secret = made.webhook_secret
+    return render_template("keys.html", keys=list_keys(user), new_key=new_key, new_secret=new_secret)
 
 
 @bp.post("/keys/<int:key_id>/revoke")
@@ -206,7 +208,8 @@ def revoke_key_page(key_id: int) -> Any:
 def create_key(user: User, name: str) -> tuple[str, ApiKey]:
     name = name.strip()[:100] or "key"
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(user_id=user.id, name=name, prefix=secret[:12], key_hash=hash_key(secret), created_at=utcnow())
+    key = ApiKey(user_id=user.id, name=name, prefix=secret[:12], key_hash=hash_key(secret), created_at=utcnow(),
+                 webhook_secret="whsec_" + secrets.token_urlsafe(32))
     with front().db.session() as s:
         s.add(key)
     return secret, key
@@ -246,7 +249,8 @@ def api_list_keys() -> Response:
 def api_create_key() -> Any:
     body = request.get_json(silent=True) or request.form
     secret, key = create_key(require_user(), str(body.get("name", "")))
-    return jsonify({**key_to_dict(key), "key": secret}), 201
+    # both secrets are shown this once: the key (only its hash is kept) and the webhook signing secret
+    return jsonify({**key_to_dict(key), "key": secret, "webhook_secret": key.webhook_secret}), 201
 
 
 @bp.delete("/api/keys/<int:key_id>")

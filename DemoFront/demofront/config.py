@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ def limit_string(text: str) -> str | None:
     return f"{count} per {int(window)} second"
 
 
+def instance_name() -> str:
+    """This process's name on job rows and in the queue (the host name: a Kubernetes pod's name)."""
+    return (socket.gethostname() or "worker")[:64]
+
+
 def _cookie_secure(text: str) -> str:
     value = text.strip().lower()
     if value in ("", "auto"):
@@ -65,10 +71,22 @@ class Config:
     max_text_chars: int = 1000
     allow_anonymous: bool = True
     rate_limit: str = "60/minute"
-    workers: int = 2
+    workers: int = 2  # QUEUE_URL=memory:// only: jobs run in this many threads of the front
     wait_timeout_seconds: float = 900.0
     model_timeout_seconds: float = 3600.0
-    model_retries: int = 1
+    # the task queue (demofront/tasks.py)
+    queue_url: str = "redis://127.0.0.1:6379/0"
+    queue_namespace: str = "dramatiq"
+    queue_max_retries: int = 8
+    queue_min_backoff_seconds: float = 2.0
+    queue_max_backoff_seconds: float = 60.0
+    queue_heartbeat_seconds: float = 30.0
+    queue_maintenance_chance: int = 20_000  # of a million broker commands: look for dead workers' jobs
+    worker_name: str = ""
+    # webhooks (demofront/webhooks.py)
+    webhook_allow_private: bool = False
+    webhook_max_retries: int = 6
+    webhook_timeout_seconds: float = 10.0
     secret_key: str = ""
     admin_users: tuple[str, ...] = ()
     page_size: int = 12
@@ -107,22 +125,26 @@ class Config:
         for name in ("retention_sweep_minutes", "server_threads", "read_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.upper()} must be more than 0; got {getattr(self, name)}")
-        if self.model_retries < 0:
-            raise ValueError(f"MODEL_RETRIES must be 0 or more; got {self.model_retries}")
-        self.model_urls  # fail at start-up on a malformed SADTALKER_URL(S)
+        for name in ("queue_max_retries", "webhook_max_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.upper()} must be 0 or more; got {getattr(self, name)}")
+        for name in ("queue_min_backoff_seconds", "queue_max_backoff_seconds", "queue_heartbeat_seconds",
+                     "webhook_timeout_seconds", "model_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.upper()} must be more than 0; got {getattr(self, name)}")
+        if not self.queue_url.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError(f"QUEUE_URL must be a redis://, rediss://, unix:// or memory:// URL; got "
+                             f"{self.queue_url!r}")
+        if not self.sadtalker_url.startswith(("http://", "https://")):
+            raise ValueError(f"SADTALKER_URL must be an http(s) URL; got {self.sadtalker_url!r}")
+        if not self.worker_name:
+            object.__setattr__(self, "worker_name", instance_name())
         if self.workers < 1:
             raise ValueError(f"WORKERS must be at least 1; got {self.workers}")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
-
-    @property
-    def model_urls(self) -> tuple[str, ...]:
-        """SADTALKER_URLS (comma-separated replicas) or SADTALKER_URL, as a tuple of URLs ending in '/'."""
-        from .replicas import parse_urls
-
-        return parse_urls(self.sadtalker_url)
 
     @property
     def rate(self) -> tuple[int, float] | None:
@@ -138,7 +160,7 @@ class Config:
         return cls(
             database_url=env.get("DATABASE_URL", ""),
             data_dir=Path(env.get("DATA_DIR", str(d.data_dir))),
-            sadtalker_url=env.get("SADTALKER_URLS") or env.get("SADTALKER_URL", d.sadtalker_url),
+            sadtalker_url=env.get("SADTALKER_URL", d.sadtalker_url),
             host=env.get("FRONT_HOST", d.host),
             port=int(env.get("FRONT_PORT", d.port)),
             max_upload_mb=float(env.get("MAX_UPLOAD_MB", d.max_upload_mb)),
@@ -149,7 +171,17 @@ class Config:
             workers=int(env.get("WORKERS", d.workers)),
             wait_timeout_seconds=float(env.get("WAIT_TIMEOUT_SECONDS", d.wait_timeout_seconds)),
             model_timeout_seconds=float(env.get("MODEL_TIMEOUT_SECONDS", d.model_timeout_seconds)),
-            model_retries=int(env.get("MODEL_RETRIES", d.model_retries)),
+            queue_url=env.get("QUEUE_URL") or env.get("REDIS_URL") or d.queue_url,
+            queue_namespace=env.get("QUEUE_NAMESPACE", d.queue_namespace),
+            queue_max_retries=int(env.get("QUEUE_MAX_RETRIES", d.queue_max_retries)),
+            queue_min_backoff_seconds=float(env.get("QUEUE_MIN_BACKOFF_SECONDS", d.queue_min_backoff_seconds)),
+            queue_max_backoff_seconds=float(env.get("QUEUE_MAX_BACKOFF_SECONDS", d.queue_max_backoff_seconds)),
+            queue_heartbeat_seconds=float(env.get("QUEUE_HEARTBEAT_SECONDS", d.queue_heartbeat_seconds)),
+            queue_maintenance_chance=int(env.get("QUEUE_MAINTENANCE_CHANCE", d.queue_maintenance_chance)),
+            worker_name=env.get("WORKER_NAME", ""),
+            webhook_allow_private=_bool(env.get("WEBHOOK_ALLOW_PRIVATE", "false")),
+            webhook_max_retries=int(env.get("WEBHOOK_MAX_RETRIES", d.webhook_max_retries)),
+            webhook_timeout_seconds=float(env.get("WEBHOOK_TIMEOUT_SECONDS", d.webhook_timeout_seconds)),
             secret_key=env.get("SECRET_KEY", ""),
             admin_users=tuple(u.strip() for u in env.get("ADMIN_USERS", "").split(",") if u.strip()),
             trusted_proxies=int(env.get("TRUSTED_PROXIES", d.trusted_proxies)),

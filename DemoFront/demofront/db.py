@@ -73,13 +73,29 @@ class Database:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.set_main_option("path_separator", "os")
-        with self.engine.begin() as connection:
+        with self._sqlite_file_lock(), self.engine.begin() as connection:
             if self.engine.dialect.name == "postgresql":  # several fronts starting at once migrate one at a time
                 from sqlalchemy import text
 
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
+
+    @contextmanager
+    def _sqlite_file_lock(self) -> Iterator[None]:
+        """A SQLite file's processes (a front and the workers of `make run`) migrate one at a time."""
+        database = make_url(str(self.engine.url)).database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @property
     def dialect(self) -> str:

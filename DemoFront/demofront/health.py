@@ -1,5 +1,5 @@
 """Health routes for load balancers and Kubernetes probes: `/livez` (the process answers) and `/healthz`
-(database reachable, model replicas reachable, queue length; 503 when the front cannot do its work)."""
+(database and task queue reachable, queue length, live model workers; 503 when the front cannot take jobs)."""
 from __future__ import annotations
 
 import logging
@@ -25,7 +25,8 @@ def livez() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Readiness: 200 when the database answers and at least one model replica is up, else 503 (with why)."""
+    """Readiness: 200 when the database and the queue's broker answer, else 503 (with why). No live model worker
+    is reported but does not make the front unready: jobs wait in the queue for one."""
     front = current_app.extensions["demofront"]
     body: dict[str, Any] = {"status": "ok"}
     problems: list[str] = []
@@ -42,14 +43,14 @@ def healthz() -> Response:
         logger.warning("healthz: database check failed: %s", exc)
         body["database"] = {"ok": False, "dialect": front.db.dialect, "error": f"{type(exc).__name__}: {exc}"[:300]}
         problems.append("database unreachable")
-    pool_health = getattr(front.client, "health", None)
-    if callable(pool_health):
-        replicas = pool_health()
-        body["model_replicas"] = replicas
-        up = sum(1 for r in replicas if r["up"])
-        body["models"] = {"up": up, "total": len(replicas)}
-        if up == 0:
-            problems.append("no model replica reachable")
+    try:
+        stats = front.queue.stats()
+        body["broker"] = {"ok": True, "waiting": stats.queued, "retrying": stats.delayed}
+        body["workers"] = {"live": stats.workers}
+    except Exception as exc:
+        logger.warning("healthz: queue check failed: %s", exc)
+        body["broker"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        problems.append("task queue unreachable")
     if problems:
         body["status"] = "unhealthy"
         body["problems"] = problems

@@ -7,6 +7,7 @@ import shutil
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +26,7 @@ class Requester:
     user: User | None
     client_addr: str | None
     user_agent: str | None
+    api_key_id: int | None = None  # set when the request came with an API key
 
 
 QUEUE_RETRY_AFTER_SECONDS = 30  # what a refused client is told to wait when a queue bound is reached
@@ -33,9 +35,10 @@ QUEUE_RETRY_AFTER_SECONDS = 30  # what a refused client is told to wait when a q
 class JobFactory:
     """Turns a multipart request into a stored, queued job, or an ApiError naming the field at fault.
 
-    Order: options (every number's range) -> queue bounds -> inputs checked in a private scratch folder -> the
-    row inserted and the folder moved into place in one transaction, so a job's files and its row appear together
-    or not at all. Requests per minute are limited before this (rate_limits.py)."""
+    Order: options (every number's range) and callback URL -> queue bounds -> inputs checked in a private scratch
+    folder -> the row inserted, the folder moved into place and the message sent to the queue in one transaction,
+    so a job's files, its row and its message appear together or not at all (a worker that gets the message
+    before the commit finds no row and retries). Requests per minute are limited before this (rate_limits.py)."""
 
     def __init__(self, front: Any) -> None:  # front: demofront.Front (avoids an import cycle)
         self.front = front
@@ -86,6 +89,7 @@ class JobFactory:
         options = parse_options(form.to_dict() if hasattr(form, "to_dict") else dict(form))
         if reuse_inputs_of is not None and reuse_inputs_of.expired_at is not None:
             raise ApiError(410, f"the inputs of job {reuse_inputs_of.id} have expired")
+        callback_url = self._callback_url(form, who)
         key = self._reserve(who)
         job_id = uuid.uuid4().hex
         scratch = storage.incoming(job_id)
@@ -99,30 +103,43 @@ class JobFactory:
             final = storage.job_dir(job_id)
             for name in ("image_path", "audio_path"):
                 fields[name] = storage.relative(final / Path(fields[name]).name)
+            message = self.front.queue.job_message(job_id)
             job = Job(id=job_id, owner_id=who.user.id if who.user else None, status="queued", progress=0.0,
-                      preprocess=options.preprocess, still_mode=options.still_mode, enhancer=options.enhancer,
-                      batch_size=options.batch_size, size=options.size, pose_style=options.pose_style,
-                      expression_scale=float(options.expression_scale), seed=options.seed,
-                      engine_requested=options.engine, client_addr=(who.client_addr or "")[:64] or None,
-                      user_agent=(who.user_agent or "")[:255] or None, created_at=utcnow(), **fields)
-            self._insert_with_files(job, scratch, final)
+                      client_addr=(who.client_addr or "")[:64] or None, attempts=0, message_id=message.message_id,
+                      user_agent=(who.user_agent or "")[:255] or None, created_at=utcnow(),
+                      api_key_id=who.api_key_id, callback_url=callback_url,
+                      webhook_status="pending" if callback_url else None, **fields)
+            job.set_options(options)
+            self._insert_with_files(job, scratch, final, message)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             self._release(key)
         logger.info("job %s queued (%s, %.1f s audio)", job_id, job.image_format, job.audio_seconds)
-        self.front.runner.submit(job_id)
         return job
 
-    def _insert_with_files(self, job: Job, scratch: Path, final: Path) -> None:
-        """The row is inserted (checked by the database, invisible to others) before the folder moves into place,
-        and committed after: a refused row leaves no folder, a failed commit removes the moved one."""
+    def _callback_url(self, form: Mapping[str, str], who: Requester) -> str | None:
+        url = (form.get("callback_url") or "").strip()
+        if not url:
+            return None
+        if who.api_key_id is None:
+            raise ApiError(400, "callback_url: webhooks need an API key (Authorization: Bearer <key>); deliveries "
+                                "are signed with its webhook secret", field="callback_url")
+        from .webhooks import check_callback_url
+
+        return check_callback_url(url, self.front.config.webhook_allow_private)
+
+    def _insert_with_files(self, job: Job, scratch: Path, final: Path, message: Any) -> None:
+        """The row is inserted (checked by the database, invisible to others) before the folder moves into place
+        and the message is sent, and committed after: a refused row leaves no folder and no message, a failed
+        commit removes the moved folder (its message then finds no row and is dropped)."""
         try:
             with self.front.db.session() as s:
                 s.add(job)
                 s.flush()
                 os.replace(scratch, final)
+                self.front.queue.send(message)
         except BaseException:
             if final.exists():
                 self.front.storage.delete_job(job.id)
@@ -186,6 +203,35 @@ class JobFactory:
         return fields
 
 
+    # -- the end of a job, cancelling ---------------------------------------------------------------------------
+
+    def ended(self, job_id: str) -> None:
+        """A job reached done, failed or cancelled: queue its webhook if it has one."""
+        with self.front.db.session() as s:
+            has_callback = s.scalar(select(Job.callback_url).where(Job.id == job_id)) is not None
+        if has_callback:
+            self.front.queue.send_webhook(job_id)
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job: a queued one ends `cancelled` now (its message is dropped when a worker gets it); for a
+        running one the flag is set and its worker abandons the model service's job at its next progress check.
+        Returns the status after the request."""
+        from sqlalchemy import update
+
+        with self.front.db.session() as s:
+            now_cancelled = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+                status="cancelled", cancel_requested=True, finished_at=utcnow(), stage=None,
+                error="cancelled by the user", error_kind="cancelled")).rowcount
+            if not now_cancelled:
+                s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(
+                    cancel_requested=True, stage="cancelling"))
+            status = s.scalar(select(Job.status).where(Job.id == job_id))
+        if now_cancelled:
+            logger.info("job %s cancelled while queued", job_id)
+            self.ended(job_id)
+        return status or "deleted"
+
+
 def _display_name(name: str | None) -> str | None:
     """The name as uploaded, for display only (it never becomes a path)."""
     if not name:
@@ -203,17 +249,35 @@ def can_see(job: Job, user: User | None) -> bool:
 
 
 def queue_position(session: Any, job: Job) -> int | None:
+    """1 for the next job to start. The queue is first in, first out; a job waiting to retry keeps its place."""
     if job.status != "queued":
         return None
     ahead = session.scalar(select(func.count(Job.id)).where(Job.status == "queued", Job.created_at < job.created_at))
     return int(ahead or 0) + 1
 
 
+def estimated_start(session: Any, position: int | None, workers: int) -> datetime | None:
+    """When a queued job should start: the jobs ahead of it and those running, shared by the live workers, each
+    taking the median time of the last 50 finished generations. None without history or workers."""
+    if position is None or workers < 1:
+        return None
+    recent = sorted(s for s in session.scalars(
+        select(Job.generation_seconds).where(Job.status == "done", Job.generation_seconds.is_not(None))
+        .order_by(Job.finished_at.desc()).limit(50)))
+    if not recent:
+        return None
+    typical = recent[len(recent) // 2]
+    running = session.scalar(select(func.count(Job.id)).where(Job.status == "running")) or 0
+    rounds = (position - 1 + running) // workers  # whole rounds of work before a worker is free for this one
+    return utcnow() + timedelta(seconds=rounds * typical)
+
+
 def iso(value: Any) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z" if value is not None else None
 
 
-def job_to_dict(job: Job, urls: dict[str, str], position: int | None = None) -> dict[str, Any]:
+def job_to_dict(job: Job, urls: dict[str, str], position: int | None = None,
+                start: datetime | None = None) -> dict[str, Any]:
     def seconds(a: Any, b: Any) -> float | None:
         return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
@@ -223,6 +287,9 @@ def job_to_dict(job: Job, urls: dict[str, str], position: int | None = None) -> 
         "progress": round(job.progress or 0.0, 4),
         "stage": job.stage,
         "queue_position": position,
+        "estimated_start_at": iso(start),
+        "attempt_count": job.attempts,
+        "cancel_requested": bool(job.cancel_requested),
         "error": job.error,
         "error_kind": job.error_kind,
         "created_at": iso(job.created_at),
@@ -243,5 +310,8 @@ def job_to_dict(job: Job, urls: dict[str, str], position: int | None = None) -> 
                   "seconds": round(job.audio_seconds, 3), "source": job.audio_source, "text": job.tts_text,
                   "voice": job.tts_voice, "language": job.tts_language},
         "output_size": job.output_size,
+        "webhook": None if not job.callback_url else {
+            "url": job.callback_url, "status": job.webhook_status, "attempts": job.webhook_attempts,
+            "error": job.webhook_error, "delivered_at": iso(job.webhook_delivered_at)},
         **urls,
     }

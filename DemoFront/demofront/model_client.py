@@ -1,4 +1,5 @@
-"""The one place the front talks to the model service (Gradio's `predict` endpoint, through gradio_client).
+"""The one place a worker talks to the model service (Gradio's `predict` endpoint, through gradio_client): one
+call per job, `ModelClient.generate`.
 
 Tests swap in any object with the same `generate` method.
 """
@@ -23,10 +24,16 @@ ProgressFn = Callable[[float, str], None]
 
 
 class ModelError(Exception):
-    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs)
-    or 'service' (unreachable, crashed, timed out)."""
+    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs: final)
+    or 'service' (unreachable, crashed, timed out, "Service error: ...": worth a retry)."""
 
     kind = "service"
+
+
+class ModelCancelledError(ModelError):
+    """`cancelled()` said stop: the job was abandoned on the model service."""
+
+    kind = "cancelled"
 
 
 class ModelUnavailableError(ModelError):
@@ -42,11 +49,23 @@ class ModelOutcome:
     engine: str | None
 
 
+INPUT_ERROR = "Input error:"  # the model service's two kinds of gr.Error (SadTalker/app.py)
+SERVICE_ERROR = "Service error:"
+
+
 class ModelClientProtocol(Protocol):
     url: str
 
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: ProgressFn) -> ModelOutcome: ...
+                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome: ...
+
+
+def predict_arguments(image: Any, audio: Any, options: GenerationOptions) -> tuple[Any, ...]:
+    """`predict`'s positional inputs: SadTalker's eight, then the other options as one JSON object, no ref_video."""
+    values = options.to_dict()
+    first = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style")
+    rest = {k: v for k, v in values.items() if k not in first}
+    return (image, audio, *(values[k] for k in first), json.dumps(rest, sort_keys=True), None)
 
 
 class ModelClient:
@@ -86,22 +105,25 @@ class ModelClient:
             return None
 
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: ProgressFn) -> ModelOutcome:
+                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome:
+        """Run one job on the service; `cancelled()` is asked between progress polls and, once true, the
+        gradio_client job is cancelled and ModelCancelledError raised."""
         from gradio_client import handle_file
         from gradio_client.exceptions import AppError
 
         client = self._connect()
         progress(0.0, "sent to the model service")
         try:
-            job = client.submit(handle_file(str(image)), handle_file(str(audio)), options.preprocess,
-                                options.still_mode, options.enhancer, options.batch_size, options.size,
-                                options.pose_style, options.engine, options.expression_scale, options.seed,
+            job = client.submit(*predict_arguments(handle_file(str(image)), handle_file(str(audio)), options),
                                 api_name="/predict")
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
         deadline = time.monotonic() + self.timeout
         while not job.done():
+            if cancelled is not None and cancelled():
+                job.cancel()
+                raise ModelCancelledError("cancelled")
             if time.monotonic() > deadline:
                 job.cancel()
                 raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
@@ -111,11 +133,16 @@ class ModelClient:
         try:
             result = job.result(timeout=0)
         except AppError as exc:
-            raise ModelRejectedError(str(exc.message if hasattr(exc, "message") else exc)) from exc
+            message = str(exc.message if hasattr(exc, "message") else exc)
+            if message.startswith(SERVICE_ERROR):
+                raise ModelUnavailableError(message) from exc
+            raise ModelRejectedError(message.removeprefix(INPUT_ERROR).strip()) from exc
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "
                                         f"generation ({_short(exc)})") from exc
+        if isinstance(result, (list, tuple)):  # (video, what ran)
+            result = result[0]
         path = Path(result["video"] if isinstance(result, dict) else result)
         if not path.is_file():
             raise ModelUnavailableError(f"the model service at {self.url} returned no video file")

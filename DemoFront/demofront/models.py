@@ -1,14 +1,23 @@
 """The tables: users, their API keys, and generation jobs (one row per request, kept after it ends)."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "done", "failed")
-MAX_SEED = 2**63 - 1  # the seed column is a signed 64-bit integer
+from sadtalker.options import MAX_SEED, GenerationOptions
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATUSES = ("done", "failed", "cancelled")
+# The options the front offers, each stored in a column of its own (so they can be grouped on); the column is named
+# like the option except `engine`, whose column says what was asked (`engine` is what ran).
+FRONT_OPTIONS = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style", "expression_scale",
+                 "seed", "engine")
+OPTION_COLUMN_NAMES = {"engine": "engine_requested"}
 
 
 def utcnow() -> datetime:
@@ -44,9 +53,31 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # signs webhook deliveries of jobs made with this key (X-DemoFront-Signature); shown once, with the key
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class Job(Base):
+def _option_column(option: dataclasses.Field) -> Any:
+    """A column for one GenerationOptions field, typed from its default (the seed needs 64 bits)."""
+    default = option.default
+    if isinstance(default, bool):
+        return mapped_column(Boolean, nullable=False)
+    if isinstance(default, int):
+        return mapped_column(BigInteger if option.name == "seed" and MAX_SEED > 2**31 else Integer, nullable=False)
+    if isinstance(default, float):
+        return mapped_column(Float, nullable=False)
+    if isinstance(default, (str, Enum)):
+        return mapped_column(String(16), nullable=False)
+    raise TypeError(f"no column type for option {option.name} (default {default!r})")
+
+
+# The option columns, generated from the one option class (sadtalker/options.py) rather than declared again here.
+JobOptionColumns = type("JobOptionColumns", (), {
+    OPTION_COLUMN_NAMES.get(f.name, f.name): _option_column(f)
+    for f in dataclasses.fields(GenerationOptions) if f.name in FRONT_OPTIONS})
+
+
+class Job(JobOptionColumns, Base):
     """One generation: what was asked (options, inputs as uploaded), what was stored, and how it went."""
 
     __tablename__ = "jobs"
@@ -64,16 +95,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    # options (GenerationOptions, one column each so they can be grouped on)
-    preprocess: Mapped[str] = mapped_column(String(16))
-    still_mode: Mapped[bool] = mapped_column(Boolean)
-    enhancer: Mapped[bool] = mapped_column(Boolean)
-    batch_size: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(Integer)
-    pose_style: Mapped[int] = mapped_column(Integer)
-    expression_scale: Mapped[float] = mapped_column(Float)
-    seed: Mapped[int] = mapped_column(BigInteger)  # 0..MAX_SEED
-    engine_requested: Mapped[str] = mapped_column(String(16))
+    # options: one column per FRONT_OPTIONS entry, from JobOptionColumns
     # inputs
     image_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     image_path: Mapped[str] = mapped_column(String(255))
@@ -102,21 +124,32 @@ class Job(Base):
     output_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     thumb_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
     generation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the front instance that ran it
+    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the worker that ran (runs) it
+    # the task queue (demofront/tasks.py): tries so far, the message, a cancel asked for while it runs
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # webhook (demofront/webhooks.py): where to POST the job when it ends, signed with the API key's secret
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending | delivered | failed
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # when the retention sweep removed the job's files (JOB_RETENTION_DAYS); the row stays as history
     expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
-    OPTION_FIELDS = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style",
-                     "expression_scale", "seed")
-
     def options(self) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in self.OPTION_FIELDS}
-        values["engine"] = self.engine_requested
-        return values
+        return {name: getattr(self, OPTION_COLUMN_NAMES.get(name, name)) for name in FRONT_OPTIONS}
+
+    def set_options(self, options: GenerationOptions) -> None:
+        values = options.to_dict()
+        for name in FRONT_OPTIONS:
+            setattr(self, OPTION_COLUMN_NAMES.get(name, name), values[name])
 
 
 class JobAttempt(Base):
-    """One try of a job on one model replica; a job retried after a replica died has two."""
+    """One try of a job by one worker (model replica); a job redelivered after its worker died has two."""
 
     __tablename__ = "job_attempts"
 
@@ -126,5 +159,5 @@ class JobAttempt(Base):
     replica: Mapped[str] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    outcome: Mapped[str] = mapped_column(String(16))  # running | done | failed | retry | lost | cancelled
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

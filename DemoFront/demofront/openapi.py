@@ -41,9 +41,13 @@ def spec(config: Config) -> dict[str, Any]:
                     "engine": {"type": "string", "enum": list(ENGINE_CHOICES), "default": "auto"}}},
                 "Job": {"type": "object", "properties": {
                     "id": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
                     "progress": {"type": "number"}, "stage": {"type": ["string", "null"]},
-                    "queue_position": {"type": ["integer", "null"]},
+                    "queue_position": {"type": ["integer", "null"], "description": "1: the next to start"},
+                    "estimated_start_at": {"type": ["string", "null"],
+                                           "description": "queued jobs: when a worker should take it"},
+                    "attempt_count": {"type": "integer"}, "attempts": {"type": "array"},
+                    "webhook": {"type": ["object", "null"], "description": "callback_url, status, attempts, error"},
                     "error": {"type": ["string", "null"]}, "error_kind": {"type": ["string", "null"]},
                     "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
                     "finished_at": {"type": ["string", "null"]}, "timings": {"type": "object"},
@@ -55,7 +59,8 @@ def spec(config: Config) -> dict[str, Any]:
                     "page_url": {"type": "string"}}},
                 "ApiKey": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "prefix": {"type": "string"},
-                    "active": {"type": "boolean"}, "key": {"type": "string", "description": "only when created"}}},
+                    "active": {"type": "boolean"}, "key": {"type": "string", "description": "only when created"},
+                    "webhook_secret": {"type": "string", "description": "only when created: signs webhooks"}}},
             },
         },
         "security": [{"bearer": []}, {}],
@@ -72,7 +77,11 @@ def spec(config: Config) -> dict[str, Any]:
                                   "text": {"type": "string", "maxLength": config.max_text_chars,
                                            "description": "spoken with espeak-ng instead of an audio file"},
                                   "language": {"type": "string", "default": "en"},
-                                  "voice": {"type": "string", "description": "espeak-ng variant, e.g. f3"}}}]}}}},
+                                  "voice": {"type": "string", "description": "espeak-ng variant, e.g. f3"},
+                                  "callback_url": {"type": "string", "format": "uri", "description": (
+                                      "API keys only: the job's JSON is POSTed here when it ends, signed in "
+                                      "X-DemoFront-Signature with the key's webhook secret (public http(s) "
+                                      "addresses only)")}}}]}}}},
                 "responses": {"202": {**job_ok, "description": "queued; poll status_url"}, "200": mp4,
                               "400": _error("an input or option is not acceptable (field named)"),
                               "401": _error("anonymous use is off: send an API key"),
@@ -90,6 +99,12 @@ def spec(config: Config) -> dict[str, Any]:
                         "responses": {"200": job_ok, "404": _error("no such job (or not yours)")}},
                 "delete": {"summary": "Delete the job and its stored files", "parameters": [job_id],
                            "responses": {"200": {"description": "deleted"}, "404": _error("no such job (or not yours)")}}},
+            "/api/jobs/{job_id}/cancel": {"post": {
+                "summary": "Cancel: a queued job never runs, a running one stops at its next progress report",
+                "parameters": [job_id],
+                "responses": {"200": {**job_ok, "description": "cancelled"},
+                              "202": {**job_ok, "description": "running: being stopped"},
+                              "404": _error("no such job (or not yours)"), "409": _error("the job already ended")}}},
             "/api/jobs/{job_id}/video": {"get": {"summary": "The mp4 (Range supported; ?download=1 for a file)",
                                                 "parameters": [job_id],
                                                 "responses": {"200": mp4, "206": mp4, "404": _error("no such job"),

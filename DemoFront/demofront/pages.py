@@ -57,6 +57,14 @@ def delete(job_id: str) -> Any:
     return redirect(url_for("pages.history") if g.user else url_for("pages.index"), 303)
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Any:
+    job = visible_job(job_id)
+    if job.status in ("queued", "running"):
+        front().jobs.cancel(job.id)
+    return redirect(url_for("pages.job_page", job_id=job.id), 303)
+
+
 @bp.get("/history")
 def history() -> str:
     user = require_user()

@@ -1,7 +1,7 @@
 """The production HTTP server for the front: waitress, one process with a pool of request threads.
 
-One process, because the app runs its own background threads (the job runner and the retention sweeper, started
-by create_app): one app per process means each job is dispatched by exactly one runner. waitress reads request
+One process, because the app runs its own background threads (webhook deliveries from the queue and the retention
+sweeper, started by create_app); jobs themselves run in the model workers (DemoFront/worker.py). waitress reads request
 headers and bodies in its event loop and hands a request to a thread only once it is complete, so a slow or
 stalled client holds a socket, never a thread; a connection with no request in progress is closed after
 READ_TIMEOUT_SECONDS of silence (a half-sent header included)."""

@@ -1,198 +1,209 @@
-"""Background generation: a thread pool takes job ids, calls the model service, and writes progress and the
-outcome to the job row, so no web request ever waits on a generation (except `?wait=true`, by choice)."""
+"""What a model worker does with one job from the queue: claim the row, call its model service, write progress and
+the outcome to the row. The queue decides when and where a job runs (demofront/tasks.py); the jobs table stays the
+users' record (status, progress, attempts, errors, timings).
+
+Each run of a job is one attempt: claiming bumps `jobs.attempts` and every later write is conditional on that
+number, so when a job is delivered again (its worker was killed) only the newest run can finish it, and a job ends
+done, failed or cancelled exactly once."""
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select, update
 
 from .db import Database
-from .model_client import ModelClientProtocol, ModelError
-from .models import Job, utcnow
+from .model_client import ModelCancelledError, ModelClientProtocol, ModelError
+from .models import FINAL_STATUSES, Job, JobAttempt, utcnow
 from .storage import Storage
+from .tasks import RetryLater, current_retries
 from .validation import parse_options
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_WRITE_SECONDS = 0.5
-RESTART_REASON = "the front restarted while the job was running; generate again"
+CANCEL_CHECK_SECONDS = 0.5
 
 
-def instance_name() -> str:
-    """This front process's name on job rows (FRONT_INSTANCE, else the host name: a Kubernetes pod's name)."""
-    return (os.environ.get("FRONT_INSTANCE") or socket.gethostname() or "front")[:64]
+class JobVanished(Exception):
+    """The row is not there (not committed yet by the front, or deleted); retried a few times, then dropped."""
 
 
-class JobRunner:
-    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, workers: int,
-                 stale_seconds: float | None = None) -> None:
+class JobWorker:
+    """Runs jobs by id on one model service (`client`); `max_retries` service errors are retried by the queue,
+    `on_end(job_id)` is called once a job has ended (the webhook)."""
+
+    def __init__(self, db: Database, storage: Storage, client: ModelClientProtocol, max_retries: int,
+                 on_end: Callable[[str], None] | None = None, name: str | None = None) -> None:
         self.db, self.storage, self.client = db, storage, client
-        self.instance = instance_name()
-        self.stale_seconds = stale_seconds  # a job running longer than this has lost its front (any instance)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="generate")
-        self._finished: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
+        self.max_retries = max_retries
+        self.on_end = on_end or (lambda job_id: None)
+        self.name = name or "worker"
 
-    def submit(self, job_id: str) -> None:
-        with self._lock:
-            self._finished.setdefault(job_id, threading.Event())
-        self._pool.submit(self._run_safely, job_id)
-
-    def wait(self, job_id: str, timeout: float) -> bool:
-        """Block until the job ends (True) or `timeout` passes (False)."""
-        with self._lock:
-            event = self._finished.get(job_id)
-        if event is not None:
-            return event.wait(timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # a job this process did not start: watch its row
-            with self.db.session() as s:
-                job = s.get(Job, job_id)
-                if job is None or job.status in ("done", "failed"):
-                    return True
-            time.sleep(0.5)
-        return False
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-
-    def abandon(self) -> int:
-        """On stop (SIGTERM, e.g. a rolling update): fail the jobs this instance is running, with the restart
-        reason, instead of leaving them 'running' for a front that may never come back under this name."""
-        from sqlalchemy import update
-
-        with self.db.session() as s:
-            count = s.execute(update(Job).where(Job.status == "running", Job.runner == self.instance).values(
-                status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
-            ).rowcount
-        if count:
-            logger.info("stopping: %d running job(s) marked failed", count)
-        return count
-
-    def recover(self) -> tuple[int, int]:
-        """At start-up: jobs this instance was running are failed with a reason; queued ones (inputs stored) run
-        again. Several fronts may share the database: each job is claimed atomically (see `_run`), and only
-        this instance's (or unowned) running jobs are failed, never another front's."""
-        from datetime import timedelta
-
-        from sqlalchemy import or_, select, update
-
-        mine = or_(Job.runner == self.instance, Job.runner.is_(None))
-        if self.stale_seconds is not None:  # e.g. a replaced Kubernetes pod's jobs, which no front will finish
-            mine = or_(mine, Job.started_at < utcnow() - timedelta(seconds=self.stale_seconds))
-        with self.db.session() as s:
-            failed = s.execute(
-                update(Job).where(Job.status == "running", mine).values(
-                    status="failed", error=RESTART_REASON, error_kind="restart", finished_at=utcnow(), stage=None)
-            ).rowcount
-            queued = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
-        for job_id in queued:
-            self.submit(job_id)
-        if failed or queued:
-            logger.info("start-up: %d interrupted job(s) marked failed, %d queued job(s) re-queued", failed,
-                        len(queued))
-        return failed, len(queued)
-
-    # -- one job ---------------------------------------------------------------------------------------------
-
-    def _run_safely(self, job_id: str) -> None:
-        try:
-            self._run(job_id)
-        except Exception:
-            logger.exception("job %s: unexpected failure", job_id)
-            self._finish(job_id, status="failed", error="internal error in the front while running the job",
-                         error_kind="internal")
-        finally:
-            with self._lock:
-                event = self._finished.pop(job_id, None)
-            if event is not None:
-                event.set()
-
-    def _run(self, job_id: str) -> None:
-        from sqlalchemy import update
-
-        with self.db.session() as s:
-            claimed = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
-                status="running", started_at=utcnow(), stage="starting", progress=0.0, runner=self.instance)
-            ).rowcount
-            if claimed != 1:  # gone, or another front (or thread) took it first
-                return
-            job = s.get(Job, job_id)
-            options = parse_options(job.options())  # the seed exactly (up to 2**63-1)
-            image = self.storage.absolute(job.image_path)
-            audio = self.storage.absolute(job.audio_path)
-        output = self.storage.job_dir(job_id) / "result.mp4"
-        last = {"t": 0.0, "stage": ""}
-
-        def progress(fraction: float, stage: str) -> None:
-            now = time.monotonic()
-            if now - last["t"] < PROGRESS_WRITE_SECONDS and stage == last["stage"]:
-                return
-            last.update(t=now, stage=stage)
-            with self.db.session() as s2:
-                row = s2.get(Job, job_id)
-                if row is not None and row.status == "running":
-                    row.progress = max(0.0, min(1.0, float(fraction)))
-                    row.stage = stage[:200]
-
-        started = time.perf_counter()
-        extra = {"on_attempt": self._attempt_recorder(job_id)} if getattr(self.client, "records_attempts", False) else {}
-        try:
-            outcome = self.client.generate(image, audio, options, output, progress, **extra)
-        except ModelError as exc:
-            logger.info("job %s failed: %s", job_id, exc)
-            self._finish(job_id, status="failed", error=str(exc), error_kind=exc.kind)
+    def __call__(self, job_id: str) -> None:
+        attempt = self._claim(job_id)
+        if attempt is None:
             return
-        seconds = time.perf_counter() - started
-        thumb = self._thumbnail(output)
-        if not self._finish(job_id, status="done", engine=outcome.engine, generation_seconds=seconds,
-                            output_path=self.storage.relative(output), output_size=output.stat().st_size,
-                            thumb_path=self.storage.relative(thumb) if thumb else None, progress=1.0):
-            self.storage.delete_job(job_id)  # deleted while it ran: drop what it made
+        try:
+            self._run(job_id, attempt)
+        except RetryLater:
+            raise
+        except Exception as exc:  # our own bug or a dead database: end the job with a reason, never leave it running
+            logger.exception("job %s: unexpected failure", job_id)
+            self._end(job_id, attempt, "failed", error=f"internal error in the worker ({type(exc).__name__})",
+                      error_kind="internal")
+        except BaseException as exc:  # TimeLimitExceeded (the queue's hard limit), or the worker stopping
+            from dramatiq.middleware import TimeLimitExceeded
 
-    def _attempt_recorder(self, job_id: str):  # -> Callable[[replicas.Attempt], None]
-        """Writes each try on a model replica (start, then outcome) to the job's attempts."""
-        from datetime import datetime, timezone
+            if isinstance(exc, TimeLimitExceeded):
+                self._end(job_id, attempt, "failed", error="the generation ran past the time limit",
+                          error_kind="timeout")
+                return
+            raise  # Shutdown or KeyboardInterrupt: the message is not acknowledged and comes back
 
-        from sqlalchemy import select
+    # -- claim -------------------------------------------------------------------------------------------------
 
-        from .models import JobAttempt
-
-        def stamp(seconds: float | None):
-            return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
-
-        def record(attempt) -> None:
-            with self.db.session() as s:
-                row = s.scalar(select(JobAttempt).where(JobAttempt.job_id == job_id,
-                                                        JobAttempt.number == attempt.number))
-                if row is None:
-                    if s.get(Job, job_id) is None:  # deleted while it ran
-                        return
-                    row = JobAttempt(job_id=job_id, number=attempt.number)
-                    s.add(row)
-                row.replica, row.outcome, row.error = attempt.replica[:255], attempt.outcome, attempt.error
-                row.started_at, row.finished_at = stamp(attempt.started_at), stamp(attempt.finished_at)
-                if attempt.outcome == "running":
-                    job = s.get(Job, job_id)
-                    job.stage = (f"sent to model replica {attempt.replica}" if attempt.number == 1 else
-                                 f"retry {attempt.number - 1} on model replica {attempt.replica}")[:200]
-
-        return record
-
-    def _finish(self, job_id: str, **values: object) -> bool:
+    def _claim(self, job_id: str) -> int | None:
+        """Take the job for this run: its attempt number, or None when there is nothing to do (it ended, was
+        cancelled while queued, or was deleted)."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
-                return False
-            for key, value in values.items():
-                setattr(job, key, value)
-            job.finished_at = utcnow()
-            job.stage = None
-            return True
+                if current_retries() < 3:
+                    raise RetryLater(f"job {job_id} is not in the database (yet)")
+                logger.warning("job %s: no such job; message dropped", job_id)
+                return None
+            if job.status in FINAL_STATUSES:
+                logger.info("job %s is already %s; message dropped", job_id, job.status)
+                return None
+            if job.cancel_requested:
+                self._cancel_now(s, job)
+                return None
+            number = job.attempts + 1
+            claimed = s.execute(update(Job).where(Job.id == job_id, Job.attempts == job.attempts,
+                                                  Job.status.in_(("queued", "running"))).values(
+                status="running", attempts=number, runner=self.name, started_at=job.started_at or utcnow(),
+                stage="starting", progress=0.0, error=None, error_kind=None)).rowcount
+            if claimed != 1:
+                return None  # another run of the same job got there first
+            # an earlier run still marked running was lost with its worker (killed): say so
+            s.execute(update(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.outcome == "running").values(
+                outcome="lost", finished_at=utcnow(), error="the worker stopped during the run; delivered again"))
+            s.add(JobAttempt(job_id=job_id, number=number, replica=f"{self.name} {self.client.url}"[:255],
+                             started_at=utcnow(), outcome="running"))
+        if number > 1:
+            logger.info("job %s: attempt %d", job_id, number)
+        return number
+
+    def _cancel_now(self, s: Any, job: Job) -> None:
+        job.status, job.finished_at, job.stage = "cancelled", utcnow(), None
+        job.error, job.error_kind = "cancelled by the user", "cancelled"
+        logger.info("job %s cancelled before it ran", job.id)
+        s.flush()
+        self._after_end(job.id)
+
+    # -- run ---------------------------------------------------------------------------------------------------
+
+    def _run(self, job_id: str, attempt: int) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            options = parse_options(job.options())
+            image = self.storage.absolute(job.image_path)
+            audio = self.storage.absolute(job.audio_path)
+        output = self.storage.job_dir(job_id) / f"result.{attempt}.part.mp4"
+        state = {"written": 0.0, "stage": "", "checked": 0.0, "cancel": False}
+
+        def progress(fraction: float, stage: str) -> None:
+            now = time.monotonic()
+            if now - state["written"] < PROGRESS_WRITE_SECONDS and stage == state["stage"]:
+                return
+            state.update(written=now, stage=stage)
+            with self.db.session() as s2:
+                s2.execute(update(Job).where(Job.id == job_id, Job.attempts == attempt, Job.status == "running")
+                           .values(progress=max(0.0, min(1.0, float(fraction))), stage=stage[:200]))
+
+        def cancelled() -> bool:
+            now = time.monotonic()
+            if now - state["checked"] >= CANCEL_CHECK_SECONDS:
+                state["checked"] = now
+                with self.db.session() as s2:
+                    row = s2.execute(select(Job.cancel_requested, Job.attempts).where(Job.id == job_id)).first()
+                # deleted, cancelled, or taken over by a newer run: stop this one
+                state["cancel"] = row is None or bool(row[0]) or row[1] != attempt
+            return state["cancel"]
+
+        started = time.perf_counter()
+        try:
+            outcome = self.client.generate(image, audio, options, output, progress, cancelled=cancelled)
+        except ModelCancelledError:
+            output.unlink(missing_ok=True)
+            self._end(job_id, attempt, "cancelled", error="cancelled by the user", error_kind="cancelled")
+            return
+        except ModelError as exc:
+            output.unlink(missing_ok=True)
+            retries = current_retries()
+            if exc.kind == "service" and retries < self.max_retries:
+                logger.info("job %s: %s; retry %d of %d", job_id, exc, retries + 1, self.max_retries)
+                self._requeue(job_id, attempt, str(exc), retries + 1)
+                raise RetryLater(str(exc)) from exc
+            logger.info("job %s failed: %s", job_id, exc)
+            if exc.kind == "service" and self.max_retries:
+                message = f"{exc} (tried {retries + 1} times)"
+            else:
+                message = str(exc)
+            self._end(job_id, attempt, "failed", error=message, error_kind=exc.kind)
+            return
+        seconds = time.perf_counter() - started
+        self._finish_done(job_id, attempt, output, outcome.engine, seconds)
+
+    def _finish_done(self, job_id: str, attempt: int, part: Path, engine: str | None, seconds: float) -> None:
+        final = part.with_name("result.mp4")
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.attempts != attempt or job.status != "running":
+                part.unlink(missing_ok=True)  # deleted, cancelled or superseded while it ran
+                if job is None:
+                    self.storage.delete_job(job_id)
+                return
+            os.replace(part, final)
+            thumb = self._thumbnail(final)
+            job.status, job.progress, job.stage, job.finished_at = "done", 1.0, None, utcnow()
+            job.engine, job.generation_seconds = engine, seconds
+            job.output_path, job.output_size = self.storage.relative(final), final.stat().st_size
+            job.thumb_path = self.storage.relative(thumb) if thumb else None
+            self._close_attempt(s, job_id, attempt, "done", None)
+        logger.info("job %s done in %.1f s (attempt %d)", job_id, seconds, attempt)
+        self._after_end(job_id)
+
+    def _requeue(self, job_id: str, attempt: int, error: str, retry: int) -> None:
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.attempts == attempt, Job.status == "running").values(
+                status="queued", progress=0.0, stage=f"waiting to retry ({retry} of {self.max_retries}) after: "
+                                                     f"{error}"[:200]))
+            self._close_attempt(s, job_id, attempt, "retry", error)
+
+    def _end(self, job_id: str, attempt: int, status: str, error: str, error_kind: str) -> None:
+        with self.db.session() as s:
+            ended = s.execute(update(Job).where(Job.id == job_id, Job.attempts == attempt,
+                                                Job.status.in_(("queued", "running"))).values(
+                status=status, error=error, error_kind=error_kind, finished_at=utcnow(), stage=None)).rowcount
+            self._close_attempt(s, job_id, attempt, "cancelled" if status == "cancelled" else "failed", error)
+        if ended:
+            self._after_end(job_id)
+
+    @staticmethod
+    def _close_attempt(s: Any, job_id: str, attempt: int, outcome: str, error: str | None) -> None:
+        s.execute(update(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.number == attempt).values(
+            outcome=outcome, error=error, finished_at=utcnow()))
+
+    def _after_end(self, job_id: str) -> None:
+        try:
+            self.on_end(job_id)
+        except Exception:
+            logger.exception("job %s: could not queue its webhook", job_id)
 
     @staticmethod
     def _thumbnail(video: Path) -> Path | None:

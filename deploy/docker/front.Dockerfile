@@ -19,5 +19,6 @@ USER 10001
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/livez', timeout=4)"
 # DemoFront/app.py serves with waitress (one process, SERVER_THREADS request threads, READ_TIMEOUT_SECONDS),
-# not Werkzeug's development server; the process also runs the job dispatcher, so it is the only one per container.
+# not Werkzeug's development server; it also delivers webhooks, so it is the only one per container. The same image
+# runs the model worker beside each model service: command ["python", "DemoFront/worker.py"].
 CMD ["python", "DemoFront/app.py"]

@@ -15,9 +15,9 @@ import numpy as np  # noqa: E402
 
 from sadtalker.engines.base import GenerationResult  # noqa: E402
 from sadtalker.errors import NoFaceError  # noqa: E402
-from sadtalker.io.audio import load_audio  # noqa: E402
 from sadtalker.io.video import VideoWriter  # noqa: E402
-from sadtalker.service.model_service import ModelService, ServiceConfig  # noqa: E402
+from sadtalker.service.model_service import ModelService  # noqa: E402
+from sadtalker.service.settings import ServiceSettings  # noqa: E402
 from sadtalker.weights import CheckpointLocations  # noqa: E402
 
 logger = logging.getLogger("deploy_replica")
@@ -31,13 +31,10 @@ class PacedEngine:
     def __init__(self, seconds_per_frame: float) -> None:
         self.seconds_per_frame = seconds_per_frame
 
-    def generate(self, image_path, audio_path, options, output_path, progress=None):
-        from sadtalker.io.image import load_image
-
-        image = load_image(image_path)
+    def generate(self, inputs, options, output_path, progress=None):
+        image, wav = inputs.image, inputs.audio
         if image.std(axis=(0, 1)).max() < 1:
             raise NoFaceError()
-        wav = load_audio(audio_path)
         frames = round(len(wav) / 16000 * 25)
         colour = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
         with VideoWriter(output_path, 32, 32, audio=wav) as writer:
@@ -56,10 +53,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     port, pace = int(sys.argv[1]), float(sys.argv[2])
     results = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(f"/tmp/deploy-replica-{port}")
-    config = ServiceConfig(port=port, results_dir=results, device="cpu",
-                           locations=CheckpointLocations(checkpoint_dir=results / "no-checkpoints"))
-    service = ModelService(config)
-    service._engines["landmark"] = PacedEngine(pace)
+    settings = ServiceSettings(port=port, results_dir=results, device="cpu",
+                               locations=CheckpointLocations(checkpoint_dir=results / "no-checkpoints"))
+    service = ModelService(settings)
+    service.install_engine("landmark", PacedEngine(pace), default=True)
     uvicorn.run(create_app(service), host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -1,6 +1,7 @@
 """deploy/: the Kubernetes manifests (kustomize base, cpu and gpu overlays) validate against the Kubernetes
-schemas (kubernetes-validate, strict), and agree with the code and the Dockerfiles: images, ports, probe paths
-(real routes of both apps), environment variable names, secrets, volumes, the upload limit, the replica list."""
+schemas (kubernetes-validate, strict; KEDA's ScaledObject against the part of its CRD schema we use), and agree
+with the code and the Dockerfiles: images, ports, probe paths (real routes of both apps), environment variable
+names, secrets, volumes, the upload limit, the queue the worker consumes and KEDA watches."""
 from __future__ import annotations
 
 import ast
@@ -20,7 +21,8 @@ K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"
 K8S_VERSION = "1.30.0"
 THIRD_PARTY_ENV = {"HOME", "GRADIO_ANALYTICS_ENABLED", "PGDATA"}  # read by Python, Gradio and PostgreSQL
-SECRET_VALUES = {"DATABASE_URL": "postgresql://u:p@postgres:5432/db", "SECRET_KEY": "s"}
+SECRET_VALUES = {"DATABASE_URL": "postgresql://u:p@postgres:5432/db", "SECRET_KEY": "s",
+                 "QUEUE_URL": "redis://redis:6379/0"}
 
 
 def _docs(text: str) -> list[dict]:
@@ -56,7 +58,43 @@ def _env(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+# The fields of KEDA's ScaledObject (keda.sh/v1alpha1) used here, from its CRD; unknown fields are refused.
+_STR = {"type": "string"}
+_INT = {"type": "integer", "minimum": 0}
+SCALED_OBJECT_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["scaleTargetRef", "triggers"],
+                 "properties": {
+                     "scaleTargetRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                                        "properties": {"apiVersion": _STR, "kind": _STR, "name": _STR}},
+                     "minReplicaCount": _INT, "maxReplicaCount": _INT, "pollingInterval": _INT,
+                     "cooldownPeriod": _INT, "idleReplicaCount": _INT,
+                     "advanced": {"type": "object", "additionalProperties": False, "properties": {
+                         "restoreToOriginalReplicaCount": {"type": "boolean"},
+                         "horizontalPodAutoscalerConfig": {"type": "object", "additionalProperties": False,
+                                                           "properties": {"name": _STR, "behavior": {"type": "object"}}}}},
+                     "triggers": {"type": "array", "minItems": 1, "items": {
+                         "type": "object", "additionalProperties": False, "required": ["type", "metadata"],
+                         "properties": {"type": {"enum": ["redis", "metrics-api", "prometheus", "cpu", "memory"]},
+                                        "name": _STR, "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                                        "metadata": {"type": "object", "additionalProperties": _STR},
+                                        "authenticationRef": {"type": "object"}}}}}}}}
+
+
 def _validate(doc: dict) -> None:
+    if doc.get("apiVersion", "").startswith("keda.sh/"):
+        import jsonschema
+
+        jsonschema.validate(doc, SCALED_OBJECT_SCHEMA)
+        behavior = doc["spec"].get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
+        if behavior:  # what KEDA hands to its HorizontalPodAutoscaler: checked against the Kubernetes schema
+            _validate({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"},
+                       "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 1,
+                                "behavior": behavior}})
+        return
     try:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -73,7 +111,8 @@ def test_base_resource_files_validate_on_their_own():
             _validate(doc)
             kinds.add(doc["kind"])
     assert {"Namespace", "Secret", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment", "Job",
-            "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy"} <= kinds
+            "ScaledObject", "Ingress", "NetworkPolicy"} <= kinds
+    assert "HorizontalPodAutoscaler" not in kinds  # KEDA makes its own; two would fight over the model pods
     for overlay in ("cpu", "gpu"):
         k = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
         assert k["resources"] == ["../../base"]
@@ -95,14 +134,14 @@ def test_probe_paths_are_routes_of_the_apps(rendered, tmp_path):
 
     _, docs = rendered
     app = create_app(Config(database_url=f"sqlite:///{tmp_path / 'p.db'}", data_dir=tmp_path / "d",
-                            secret_key="x", testing=True), model_client=object())
+                            secret_key="x", testing=True, queue_url="memory://"), model_client=object())
     try:
         front_routes = {rule.rule for rule in app.url_map.iter_rules()}
     finally:
         app.extensions["demofront"].close()
     model_routes = _model_service_routes(tmp_path)
     for kind, name, container, routes in (("Deployment", "front", "front", front_routes),
-                                          ("StatefulSet", "sadtalker-model", "model", model_routes)):
+                                          ("Deployment", "sadtalker-model", "model", model_routes)):
         workload = _one(docs, kind, name)
         c = _container(workload, container)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -117,51 +156,75 @@ def test_probe_paths_are_routes_of_the_apps(rendered, tmp_path):
 def _model_service_routes(tmp_path: Path) -> set[str]:
     from app import create_app as create_model_app  # SadTalker/app.py
 
-    from sadtalker.service.model_service import ModelService, ServiceConfig
+    from sadtalker.service.model_service import ModelService
+    from sadtalker.service.settings import ServiceSettings
     from sadtalker.weights import CheckpointLocations
 
-    service = ModelService(ServiceConfig(results_dir=tmp_path / "r",
-                                         locations=CheckpointLocations(checkpoint_dir=tmp_path / "none")))
+    service = ModelService(ServiceSettings(results_dir=tmp_path / "r",
+                                           locations=CheckpointLocations(checkpoint_dir=tmp_path / "none")))
     return {getattr(route, "path", None) for route in create_model_app(service).routes}
 
 
-def test_ports_services_and_replica_urls_agree(rendered):
+def test_ports_services_queue_and_scaling_agree(rendered, tmp_path):
+    from urllib.parse import urlsplit
+
     from demofront.config import Config
+    from demofront.tasks import GENERATE_QUEUE
 
     _, docs = rendered
     front = _one(docs, "Deployment", "front")
-    model = _one(docs, "StatefulSet", "sadtalker-model")
-    fc, mc = _container(front, "front"), _container(model, "model")
-    fenv, menv = _env(fc), _env(mc)
+    model = _one(docs, "Deployment", "sadtalker-model")
+    fc, mc, wc = _container(front, "front"), _container(model, "model"), _container(model, "worker")
+    fenv, menv, wenv = _env(fc), _env(mc), _env(wc)
     assert front["spec"]["replicas"] == 2
     assert fc["ports"][0]["containerPort"] == int(fenv["FRONT_PORT"]["value"])
     assert mc["ports"][0]["containerPort"] == int(menv["SADTALKER_PORT"]["value"])
     assert menv["SADTALKER_CONCURRENCY"]["value"] == "1"  # one generation per pod
-    for service_name, workload in (("front", front), ("sadtalker-model", model)):
-        service = _one(docs, "Service", service_name)
-        labels = workload["spec"]["template"]["metadata"]["labels"]
-        assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
-        names = {p["name"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
-        assert all(p["targetPort"] in names for p in service["spec"]["ports"])
-    # the front's model list: one URL per StatefulSet pod through the headless Service, as many as the HPA allows
-    headless = _one(docs, "Service", "sadtalker-model")
-    assert headless["spec"]["clusterIP"] == "None" and model["spec"]["serviceName"] == "sadtalker-model"
-    env = {k: v.get("value", SECRET_VALUES.get(k, "pod-name")) for k, v in fenv.items()}
-    config = Config.from_env(env)
-    port = headless["spec"]["ports"][0]["port"]
-    hpa = _one(docs, "HorizontalPodAutoscaler", "sadtalker-model")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "sadtalker-model"}
-    assert config.model_urls == tuple(f"http://sadtalker-model-{i}.sadtalker-model:{port}/"
-                                      for i in range(hpa["spec"]["maxReplicas"]))
-    assert hpa["spec"]["minReplicas"] >= 1
+    # the worker: the front's image running DemoFront/worker.py, talking to the model service in its own pod
+    assert wc["image"].startswith("talking-head/front") and wc["command"] == ["python", "DemoFront/worker.py"]
+    assert wenv["SADTALKER_URL"]["value"] == f"http://127.0.0.1:{mc['ports'][0]['containerPort']}/"
+    assert "ports" not in wc and not any(d["kind"] == "Service" and d["metadata"]["name"] == "sadtalker-model"
+                                         for d in docs)  # nothing connects to a model pod
+    service = _one(docs, "Service", "front")
+    labels = front["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    assert all(p["targetPort"] in {p2["name"] for p2 in fc["ports"]} for p in service["spec"]["ports"])
+    # one queue: the secret's QUEUE_URL is the Redis Service, which KEDA watches, on the list the workers consume
+    secret = _one(docs, "Secret", "talking-head-secrets")["stringData"]
+    redis_service = _one(docs, "Service", "redis")
+    queue = urlsplit(secret["QUEUE_URL"])
+    assert queue.scheme == "redis" and queue.hostname == "redis" and queue.port == redis_service["spec"]["ports"][0]["port"]
+    for env in (fenv, wenv):
+        assert env["QUEUE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "QUEUE_URL"
+    config = Config.from_env({"QUEUE_URL": secret["QUEUE_URL"]})
+    scaled = _one(docs, "ScaledObject", "sadtalker-model")
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sadtalker-model"}
+    assert 1 <= scaled["spec"]["minReplicaCount"] < scaled["spec"]["maxReplicaCount"]
+    triggers = {t["type"]: t["metadata"] for t in scaled["spec"]["triggers"]}
+    namespace = _one(docs, "Namespace", "talking-head")["metadata"]["name"]
+    assert triggers["redis"]["listName"] == f"{config.queue_namespace}:{GENERATE_QUEUE}"
+    assert triggers["redis"]["address"] == f"redis.{namespace}.svc.cluster.local:{queue.port}"
+    assert triggers["redis"]["databaseIndex"] == queue.path.strip("/")
+    url = urlsplit(triggers["metrics-api"]["url"])
+    assert url.hostname == f"front.{namespace}.svc.cluster.local" and url.path == "/api/health"
+    from demofront import create_app
+
+    app = create_app(Config(database_url=f"sqlite:///{tmp_path / 'h.db'}", data_dir=tmp_path / "d", secret_key="x",
+                            testing=True, queue_url="memory://"), model_client=object())
+    try:
+        health = app.test_client().get(url.path).json
+    finally:
+        app.extensions["demofront"].close()
+    assert health[triggers["metrics-api"]["valueLocation"]] == 0  # the value KEDA reads exists
     # the ingress lets through exactly the uploads the front accepts, to the front's Service port
+    config = Config.from_env({k: v.get("value", SECRET_VALUES.get(k, "x")) for k, v in fenv.items()})
     ingress = _one(docs, "Ingress", "talking-head")
     body = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert body == f"{config.max_upload_mb:g}m"
     assert int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > \
         config.wait_timeout_seconds
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "front" and backend["port"]["name"] in {p["name"] for p in _one(docs, "Service", "front")["spec"]["ports"]}
+    assert backend["name"] == "front" and backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
 
 
 def _names_read_by_code() -> str:
@@ -197,15 +260,14 @@ def test_env_names_secrets_and_volumes_agree_with_the_code(rendered):
     job = _one(docs, "Job", "download-models")
     jc = _container(job, "download")
     assert jc["command"][-1] == "scripts/download_models.sh" and (ROOT / jc["command"][-1]).is_file()
-    model = _one(docs, "StatefulSet", "sadtalker-model")
+    model = _one(docs, "Deployment", "sadtalker-model")
     mc = _container(model, "model")
     mount = next(m for m in mc["volumeMounts"] if m["name"] == "checkpoints")
     assert mount["readOnly"] is True and mount["mountPath"] == _env(mc)["SADTALKER_CHECKPOINTS"]["value"]
     assert next(m for m in jc["volumeMounts"] if m["name"] == "checkpoints")["mountPath"] == \
         _env(jc)["SADTALKER_CHECKPOINTS"]["value"]
-    front = _container(_one(docs, "Deployment", "front"), "front")
-    assert next(m for m in front["volumeMounts"] if m["name"] == "videos")["mountPath"] == \
-        _env(front)["DATA_DIR"]["value"]
+    for c in (_container(_one(docs, "Deployment", "front"), "front"), _container(model, "worker")):
+        assert next(m for m in c["volumeMounts"] if m["name"] == "videos")["mountPath"] == _env(c)["DATA_DIR"]["value"]
 
 
 def _base_docs() -> list[dict]:
@@ -225,33 +287,34 @@ def _pod_labels(docs: list[dict]) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("source", ["base", "cpu", "gpu"])
-def test_only_the_fronts_reach_the_model_pods(source):
-    """A NetworkPolicy isolates the model pods: one ingress rule, from the front pods only (no namespace or
-    address blocks), on the model container's port; no other policy opens them wider."""
+def test_model_pods_take_no_connections_and_redis_only_the_apps(source):
+    """The model pods' one policy allows no ingress (the worker talks to the model service on localhost); Redis
+    takes connections from the front and model pods only, on its port; no other policy opens either wider."""
     docs = _base_docs() if source == "base" else _render(source)
     pods = _pod_labels(docs)
-    model = _one(docs, "StatefulSet", "sadtalker-model")
-    port = _container(model, "model")["ports"][0]["containerPort"]
-    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and _selects(d["spec"]["podSelector"],
-                                                                                 pods["sadtalker-model"])]
-    assert [p["metadata"]["name"] for p in policies] == ["sadtalker-model-from-fronts-only"]
-    spec = policies[0]["spec"]
-    assert "Ingress" in spec["policyTypes"]
-    assert [name for name, labels in pods.items() if _selects(spec["podSelector"], labels)] == ["sadtalker-model"]
-    (rule,) = spec["ingress"]
+
+    def policies_for(workload: str) -> list[dict]:
+        return [d for d in docs if d["kind"] == "NetworkPolicy" and _selects(d["spec"]["podSelector"], pods[workload])]
+
+    (model,) = policies_for("sadtalker-model")
+    assert model["spec"]["policyTypes"] == ["Ingress"] and model["spec"].get("ingress", []) == []
+    assert [n for n, labels in pods.items() if _selects(model["spec"]["podSelector"], labels)] == ["sadtalker-model"]
+    (redis,) = policies_for("redis")
+    (rule,) = redis["spec"]["ingress"]
+    port = _container(_one(docs, "StatefulSet", "redis"), "redis")["ports"][0]["containerPort"]
     assert rule["ports"] == [{"protocol": "TCP", "port": port}]
-    (peer,) = rule["from"]
-    assert set(peer) == {"podSelector"}, peer  # same namespace, pods only: no namespaceSelector, no ipBlock
-    assert [name for name, labels in pods.items() if _selects(peer["podSelector"], labels)] == ["front"]
-    # the front reaches the model on that port, behind the Ingress (one proxy: its forwarded addresses count)
+    allowed = set()
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}, peer  # same namespace, pods only: no namespaceSelector, no ipBlock
+        allowed |= {n for n, labels in pods.items() if _selects(peer["podSelector"], labels)}
+    assert allowed == {"front", "sadtalker-model"}
     front = _container(_one(docs, "Deployment", "front"), "front")
-    assert all(f":{port}/" in url for url in _env(front)["SADTALKER_URLS"]["value"].split(","))
-    assert _env(front)["TRUSTED_PROXIES"]["value"] == "1"
+    assert _env(front)["TRUSTED_PROXIES"]["value"] == "1"  # behind the Ingress (one proxy)
 
 
 def test_gpu_overlay_asks_for_one_gpu_and_gpu_nodes_and_cpu_does_not(rendered):
     overlay, docs = rendered
-    model = _one(docs, "StatefulSet", "sadtalker-model")
+    model = _one(docs, "Deployment", "sadtalker-model")
     spec = model["spec"]["template"]["spec"]
     c = _container(model, "model")
     images = {c2["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
@@ -317,12 +380,14 @@ def test_front_image_requirements_are_the_project_pins_and_cover_the_fronts_impo
     loaded = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path[:0] = ['SadTalker', 'DemoFront'];"
         "import demofront, demofront.api, demofront.pages, demofront.admin, demofront.auth, demofront.health,"
-        "demofront.jobs, demofront.worker, demofront.replicas, demofront.tts, demofront.validation;"
+        "demofront.jobs, demofront.worker, demofront.tasks, demofront.webhooks, demofront.tts, demofront.validation;"
         "print(sorted(m for m in sys.modules if m.startswith('sadtalker.')))")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     modules = ast.literal_eval(loaded.stdout.strip().splitlines()[-1])
     assert "sadtalker.options" in modules
-    sources += [ROOT / "SadTalker" / (m.replace(".", "/") + ".py") for m in modules]
+    for m in modules:  # a module's file, or a package's __init__.py
+        path = ROOT / "SadTalker" / m.replace(".", "/")
+        sources.append(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
     assert loaded.returncode == 0, loaded.stderr
     top: set[str] = set()
     for path in sources:
@@ -350,7 +415,8 @@ def test_architecture_diagram_is_generated_from_its_source(tmp_path):
 
     source = (ROOT / "img" / "architecture.dot").read_text()
     for part in ("browser / curl", "Ingress", "DemoFront", "PostgreSQL", "videos volume", "model replica",
-                 "nvidia.com/gpu", "checkpoints volume", "download_models.sh"):
+                 "nvidia.com/gpu", "checkpoints volume", "download_models.sh", "Redis", "worker", "KEDA",
+                 "webhook"):
         assert part in source, part
     with Image.open(ROOT / "img" / "architecture.png") as image:
         assert image.format == "PNG" and image.width > 1000

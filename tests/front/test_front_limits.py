@@ -66,7 +66,7 @@ def test_queue_is_bounded_per_account_and_overall(make_app, portrait_path, speec
         gate.set()
     with front.db.session() as s:
         ids = list(s.scalars(select(Job.id)))
-    assert all(front.runner.wait(job_id, 30) for job_id in ids)
+    assert all(front.wait(job_id, 30) for job_id in ids)
     assert generate(anonymous, portrait_path, speech_path).status_code == 202  # room again
 
 

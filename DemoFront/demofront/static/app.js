@@ -1,4 +1,4 @@
-// Live status on a job's page: poll GET /api/jobs/<id> until the job is done or failed.
+// Live status on a job's page: poll GET /api/jobs/<id> until the job ends (done, failed or cancelled).
 (function () {
   "use strict";
   function text(id, value) { var el = document.getElementById(id); if (el) { el.textContent = value; } }
@@ -13,7 +13,9 @@
     text("job-stage", stage);
     var bar = document.getElementById("job-progress");
     bar.value = job.status === "done" ? 1 : job.progress;
-    bar.hidden = job.status === "failed";
+    bar.hidden = job.status === "failed" || job.status === "cancelled";
+    var cancel = document.getElementById("cancel-form");
+    if (cancel && job.status !== "queued" && job.status !== "running") { cancel.hidden = true; }
     if (job.engine) { text("job-engine", job.engine); }
     var error = document.getElementById("job-error");
     if (job.error) { error.textContent = job.error; error.hidden = false; }
@@ -33,7 +35,7 @@
         .then(function (job) {
           render(job);
           section.setAttribute("data-status", job.status);
-          if (job.status !== "done" && job.status !== "failed") { setTimeout(tick, delay); }
+          if (job.status === "queued" || job.status === "running") { setTimeout(tick, delay); }
         })
         .catch(function () { delay = Math.min(delay * 2, 10000); setTimeout(tick, delay); });
     }
@@ -44,7 +46,7 @@
     var section = document.getElementById("job");
     if (section) {
       var status = section.getAttribute("data-status");
-      if (status !== "done" && status !== "failed") { poll(section); }
+      if (status === "queued" || status === "running") { poll(section); }
     }
     document.querySelectorAll("form button.danger").forEach(function (b) {
       b.addEventListener("click", function (e) { if (!window.confirm("Delete this generation and its files?")) { e.preventDefault(); } });
