@@ -16,6 +16,8 @@ from sadtalker.errors import FFmpegError
 logger = logging.getLogger(__name__)
 
 FPS = 25
+FRAGMENTED_SUFFIX = ".fmp4"  # an output path ending so is written as fragmented MP4 (see VideoWriter)
+FRAGMENT_FRAMES = 12         # a keyframe, so a fragment, every 12 frames (0.48 s at 25 fps)
 
 
 def ffmpeg_exe() -> str:
@@ -137,6 +139,12 @@ def iter_video_frames(path: Path, max_frames: int | None = None, fps: int | None
             proc.wait()
 
 
+def remux_faststart(source: Path, target: Path) -> None:
+    """Copy a (fragmented) MP4's streams into a plain MP4 with its index in front; nothing is re-encoded."""
+    run_ffmpeg(["-y", "-i", str(source), "-map", "0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
+                str(target)], f"remux {Path(source).name}")
+
+
 class VideoWriter:
     """Streams RGB frames into ffmpeg (H.264 yuv420p, faststart) and muxes the audio as AAC.
 
@@ -145,6 +153,11 @@ class VideoWriter:
     With `input_format="yuv420p"`, frames are given as I420 planes (`write_yuv420p`), which spares ffmpeg the
     colour conversion (the landmark engine renders in YUV for speed). `tune` is x264's (e.g. "zerolatency");
     `aac_coder="fast"` makes the AAC encoder about 3x cheaper (the landmark engine's speed budget).
+
+    An `output_path` ending in `.fmp4` (FRAGMENTED_SUFFIX) is written as fragmented MP4 (an empty moov, then a
+    moof+mdat fragment per FRAGMENT_FRAMES frames, each flushed as soon as it is complete): the file is playable
+    while it grows, which is how the streaming endpoint sends a generation as it renders. Any other path gets a
+    plain MP4 with its index in front (faststart).
     """
 
     def __init__(self, output_path: Path, width: int, height: int, audio: np.ndarray | None = None,
@@ -172,7 +185,12 @@ class VideoWriter:
         args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
         if tune:
             args += ["-tune", tune]
-        args += ["-movflags", "+faststart", str(self.output_path)]
+        if self.output_path.suffix == FRAGMENTED_SUFFIX:
+            args += ["-g", str(FRAGMENT_FRAMES), "-keyint_min", str(FRAGMENT_FRAMES), "-sc_threshold", "0",
+                     "-flush_packets", "1", "-f", "mp4",
+                     "-movflags", "+frag_keyframe+empty_moov+default_base_moof", str(self.output_path)]
+        else:
+            args += ["-movflags", "+faststart", str(self.output_path)]
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(Path(self._tmpdir.name) / "stderr.txt", "w+b")
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr)
