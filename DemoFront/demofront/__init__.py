@@ -70,7 +70,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     dispatch jobs (DemoFront/app.py serves the one app it makes)."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from . import admin, api, auth, health, pages
+    from . import admin, api, auth, health, pages, streaming
     from .errors import register_error_handlers
     from .jobs import JobFactory
     from .media import limit_pillow_pixels
@@ -117,6 +117,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     register_error_handlers(app)
     for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp):
         app.register_blueprint(blueprint)
+    streaming.register(app)
     front.limiter = install_rate_limits(app, config)
 
     runner.recover()

@@ -1,6 +1,9 @@
-"""The one place the front talks to the model service (Gradio's `predict` endpoint, through gradio_client).
+"""The one place the front talks to the model service (Gradio's `predict_stream` endpoint, else `predict`, through
+gradio_client).
 
-Tests swap in any object with the same `generate` method.
+The video comes as it renders (`predict_stream`, received by `streaming.receive_stream` into the job folder, so
+the job's page plays it while it grows); a service without that endpoint is asked with `predict` and the file is
+copied at the end. Tests swap in any object with the same `generate` method.
 """
 from __future__ import annotations
 
@@ -85,18 +88,67 @@ class ModelClient:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
+    @staticmethod
+    def _arguments(image: Path, audio: Path, options: GenerationOptions) -> tuple[Any, ...]:
+        """predict's positional inputs: the original's eight, then the other options as one JSON object."""
+        from gradio_client import handle_file
+
+        extra = json.dumps({"engine": options.engine, "expression_scale": float(options.expression_scale),
+                            "seed": options.seed})
+        return (handle_file(str(image)), handle_file(str(audio)), options.preprocess.value, options.still_mode,
+                options.enhancer, options.batch_size, options.size, options.pose_style, extra)
+
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
                  progress: ProgressFn) -> ModelOutcome:
-        from gradio_client import handle_file
-        from gradio_client.exceptions import AppError
-
         client = self._connect()
         progress(0.0, "sent to the model service")
         try:
-            job = client.submit(handle_file(str(image)), handle_file(str(audio)), options.preprocess,
-                                options.still_mode, options.enhancer, options.batch_size, options.size,
-                                options.pose_style, options.engine, options.expression_scale, options.seed,
-                                api_name="/predict")
+            job = client.submit(*self._arguments(image, audio, options), api_name="/predict_stream")
+        except ValueError:  # a service without the streaming endpoint (gradio_client: "Cannot find a function")
+            return self._generate_whole(client, image, audio, options, output, progress)
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
+        return self._receive(job, output, progress)
+
+    def _receive(self, job: Any, output: Path, progress: ProgressFn) -> ModelOutcome:
+        """Follow a predict_stream job into the job folder (streaming.receive_stream), within the timeout."""
+        from gradio_client.exceptions import AppError
+
+        from .streaming import StreamBroken, receive_stream
+
+        deadline = time.monotonic() + self.timeout
+
+        def messages():
+            for message in job:
+                if time.monotonic() > deadline:
+                    job.cancel()
+                    raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
+                                                f"{self.timeout:g} s")
+                yield message
+            job.result(timeout=60)  # the iterator ends quietly on an error: this raises it
+
+        try:
+            info = receive_stream(messages(), output.parent, output, progress)
+        except AppError as exc:
+            raise ModelRejectedError(str(exc.message if hasattr(exc, "message") else exc)) from exc
+        except ModelError:
+            raise
+        except StreamBroken as exc:
+            raise ModelUnavailableError(f"the model service at {self.url} sent a broken stream ({exc})") from exc
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "
+                                        f"generation ({_short(exc)})") from exc
+        return ModelOutcome(engine=info.get("engine") or None)
+
+    def _generate_whole(self, client: Any, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                        progress: ProgressFn) -> ModelOutcome:
+        """`predict`: the finished file at the end (a service from before `predict_stream`)."""
+        from gradio_client.exceptions import AppError
+
+        try:
+            job = client.submit(*self._arguments(image, audio, options), api_name="/predict")
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
