@@ -190,11 +190,15 @@ def build_demo(service: ModelService) -> gr.Blocks:
 
 
 def create_app(service: ModelService):
-    """FastAPI app: the Gradio UI/API at `/` and a JSON health route at `/health`."""
+    """FastAPI app: the Gradio UI/API at `/`, a JSON health route at `/health`, and the live mode's WebSocket at
+    `/live/ws` (sadtalker/service/live.py: 16 kHz PCM in, JPEG frames out at 25 fps, landmark engine)."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
+    from sadtalker.service import live
+
     api = FastAPI(title="SadTalker model service")
+    live.install(api, live.LiveHub(service.settings, max_sessions=service.settings.live_sessions))
 
     @api.get("/health")
     def health() -> Any:
