@@ -41,6 +41,7 @@ from sadtalker.options import (  # noqa: E402
 )
 from sadtalker.service.model_service import ModelService  # noqa: E402
 from sadtalker.service.settings import ServiceSettings  # noqa: E402
+from sadtalker.service.preview import PortraitPreview  # noqa: E402
 from sadtalker.service.streaming import stream_generation  # noqa: E402
 
 logger = logging.getLogger("sadtalker.app")
@@ -136,6 +137,24 @@ def make_predict_stream(service: ModelService, upload_dir: Path):
     return predict_stream
 
 
+def make_preview(previewer: PortraitPreview, upload_dir: Path):
+    """`preview`: the face found in a portrait and the framing the preprocess mode and size give, before any
+    generation (sadtalker/service/preview.py)."""
+
+    def preview(source_image: str | None, preprocess: str = "crop", size: int = 256) -> dict[str, Any]:
+        try:
+            image = uploaded(source_image, upload_dir)
+            if image is None:
+                raise InvalidInputError("source_image is required: upload a portrait")
+            return previewer(image, GenerationOptions.from_mapping({"preprocess": preprocess, "size": size}))
+        except InvalidInputError as exc:
+            raise gr.Error(INPUT_ERROR + str(exc)) from exc
+        except TalkingHeadError as exc:
+            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+
+    return preview
+
+
 def build_demo(service: ModelService) -> gr.Blocks:
     settings = service.settings
     with gr.Blocks(title="SadTalker", delete_cache=(3600, 3600)) as demo:
@@ -166,6 +185,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 info = gr.JSON(label="what ran")
                 stream = gr.Button("stream", visible=False)  # API only: predict_stream
                 stream_message = gr.JSON(visible=False)
+                check = gr.Button("preview", visible=False)  # API only: preview
+                framing = gr.JSON(visible=False)
         inputs = [source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
                   options, ref_video]
         generate.click(
@@ -185,6 +206,9 @@ def build_demo(service: ModelService) -> gr.Blocks:
             concurrency_id="generation",
             show_progress="hidden",
         )
+        check.click(make_preview(PortraitPreview(settings.limits), Path(demo.GRADIO_CACHE)),
+                    inputs=[source_image, preprocess, size], outputs=[framing], api_name="preview",
+                    concurrency_limit=4, concurrency_id="preview", show_progress="hidden")
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     return demo
 

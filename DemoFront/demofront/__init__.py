@@ -25,7 +25,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self'; "
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
                                 "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
                                 "base-uri 'self'; form-action 'self'"),
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -70,7 +70,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     dispatch jobs (DemoFront/app.py serves the one app it makes)."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from . import admin, api, auth, health, live, pages, streaming
+    from . import admin, api, auth, health, live, pages, preview, streaming
     from .errors import register_error_handlers
     from .jobs import JobFactory
     from .media import limit_pillow_pixels
@@ -115,7 +115,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     app.context_processor(lambda: {"current_user": g.get("user"), "csrf_token": auth.csrf_token,
                                    "allow_anonymous": config.allow_anonymous})
     register_error_handlers(app)
-    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp, live.bp):
+    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp, live.bp, preview.bp):
         app.register_blueprint(blueprint)
     streaming.register(app)
     front.limiter = install_rate_limits(app, config)

@@ -88,6 +88,22 @@ class ModelClient:
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
+    def preview(self, image: Path, options: GenerationOptions) -> dict[str, Any]:
+        """The face and the framing the service finds in a portrait (its `preview` endpoint), without generating.
+        Raises ModelRejectedError (no face, unreadable) or ModelUnavailableError."""
+        from gradio_client import handle_file
+        from gradio_client.exceptions import AppError
+
+        client = self._connect()
+        try:
+            return client.predict(handle_file(str(image)), options.preprocess.value, options.size,
+                                  api_name="/preview")
+        except AppError as exc:
+            raise ModelRejectedError(str(exc.message if hasattr(exc, "message") else exc)) from exc
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service at {self.url} could not preview ({_short(exc)})") from exc
+
     @staticmethod
     def _arguments(image: Path, audio: Path, options: GenerationOptions) -> tuple[Any, ...]:
         """predict's positional inputs: the original's eight, then the other options as one JSON object."""

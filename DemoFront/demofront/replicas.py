@@ -151,6 +151,17 @@ class ReplicaPool:
             best.dispatched += 1
         return best
 
+    def preview(self, image: Path, options: GenerationOptions) -> dict[str, Any]:
+        """The portrait's face and framing from one live replica (see ModelClient.preview)."""
+        replica = self._pick(set())
+        if replica is None:
+            raise ModelUnavailableError("no model service is reachable for the preview")
+        try:
+            return replica.client.preview(image, options)
+        finally:
+            with self._lock:
+                replica.in_flight -= 1
+
     records_attempts = True  # the worker passes `on_attempt` to clients that say this
 
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,

@@ -113,3 +113,41 @@ def test_pages_at_phone_size(product, speech_with_pauses, artifacts_dir):
             assert width <= 390, f"{path} scrolls sideways on a phone ({width} px)"
             page.screenshot(path=str(artifacts_dir / f"phone_{name}.png"), full_page=True)
         instance.close()
+
+
+def test_examples_preview_and_streamed_job(product, speech_with_pauses, no_face_path, artifacts_dir):
+    """One click on an example portrait and clip; the preview shows the face and the crop (and changes with the
+    preprocess mode); a portrait without a face is refused before any job; the job's page plays the stream."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        instance, context = browser(pw, speech_with_pauses, {"width": 1100, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(product + "/")
+        page.click("#generate-form .example-portrait[data-file='astronaut.jpg']")
+        page.wait_for_function("() => document.getElementById('preview-note').textContent.startsWith('Face found')",
+                               timeout=30_000)
+        crop_note = page.locator("#preview-note").inner_text()
+        assert "crop mode" in crop_note and "256×256" in crop_note
+        page.select_option("select[name=preprocess]", "full")
+        page.wait_for_function("() => document.getElementById('preview-note').textContent.includes('full mode')")
+        assert "512×512" in page.locator("#preview-note").inner_text()
+        page.select_option("select[name=preprocess]", "crop")
+        page.click("#generate-form .example-clip[data-file='hello.wav']")
+        page.wait_for_function("() => document.getElementById('audio-duration').textContent.endsWith(' s')")
+        assert 5.0 < float(page.locator("#audio-duration").inner_text().split()[0]) < 5.6
+        page.screenshot(path=str(artifacts_dir / "front_index_examples.png"), full_page=True)
+        page.click("#generate-form button[type=submit]")
+        page.wait_for_url(f"{product}/jobs/*")
+        page.wait_for_function("() => document.getElementById('job-video').currentTime > 0.5", timeout=30_000)
+        page.wait_for_function("() => document.getElementById('job-status').textContent === 'done'", timeout=60_000)
+
+        page.goto(product + "/")
+        page.set_input_files("#image-input", str(no_face_path))
+        page.wait_for_function("() => document.getElementById('preview-note').classList.contains('error')",
+                               timeout=30_000)
+        assert "no face" in page.locator("#preview-note").inner_text()
+        assert page.locator("#generate-form button[type=submit]").is_disabled()
+        instance.close()
+    assert errors == []

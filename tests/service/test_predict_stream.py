@@ -83,3 +83,21 @@ def test_predict_still_returns_a_file(service_url, portrait_path, speech_path):
         handle_file(str(portrait_path)), handle_file(str(speech_path)), "crop", False, False, 2, 256, 0,
         '{"engine": "landmark"}', None, api_name="/predict")
     assert info["engine"] == "landmark" and probe(video).video_codec == "h264"
+
+
+def test_preview_finds_the_face_and_the_crop(service_url, portrait_path, no_face_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, _ = service_url
+    client = Client(url, verbose=False)
+    crop = client.predict(handle_file(str(portrait_path)), "crop", 256, api_name="/preview")
+    assert (crop["width"], crop["height"], crop["output"]) == (512, 512, [256, 256])
+    x0, y0, x1, y1 = crop["face_box"]
+    c0, d0, c1, d1 = crop["crop_box"]
+    assert 150 < x0 < x1 < 330 and 50 < y0 < y1 < 280, crop  # the astronaut's face
+    assert c0 <= x0 and d0 <= y0 and c1 >= x1 and d1 >= y1 and abs((c1 - c0) - (d1 - d0)) < 1
+    full = client.predict(handle_file(str(portrait_path)), "full", 512, api_name="/preview")
+    assert full["crop_box"] == [0, 0, 512, 512] and full["output"] == [512, 512]
+    with pytest.raises(AppError, match="Input error: no face"):
+        client.predict(handle_file(str(no_face_path)), "crop", 256, api_name="/preview")
