@@ -79,3 +79,15 @@ def test_finished_job_without_a_stream_serves_its_video(tmp_path, portrait_path,
         assert reply.status_code == 200 and reply.data == client.get(done["video_url"]).data
     finally:
         app.extensions["demofront"].close()
+
+
+def test_preview_needs_a_model_client_that_previews(tmp_path, portrait_path):
+    """The fake client cannot preview: 501 (the real path is in tests/service and the browser tests)."""
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'p.db'}"), model_client=FakeModelClient())
+    try:
+        client = app.test_client()
+        assert client.post("/api/preview", data={}, content_type="multipart/form-data").status_code == 400
+        reply = client.post("/api/preview", data={"image": upload(portrait_path)}, content_type="multipart/form-data")
+        assert reply.status_code == 501
+    finally:
+        app.extensions["demofront"].close()
