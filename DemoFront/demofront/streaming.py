@@ -162,8 +162,15 @@ def _blueprint():
                 row = s.get(Job, job.id)
                 return row is None or row.status in ("done", "failed")
 
+        # each growing stream holds one of the server's request threads until its job ends: at most half of them
+        slots = current_app.extensions["demofront_stream_slots"]
+        if not slots.acquire(blocking=False):
+            raise ApiError(503, "too many videos are being streamed right now; try again soon, or wait for the job "
+                                "to finish", headers={"Retry-After": "10"})
+
         body = serve_stream(job_dir, ended, wait_seconds=front.config.model_timeout_seconds)
         response = Response(body, mimetype="video/mp4", direct_passthrough=True)
+        response.call_on_close(slots.release)  # the server closes the response at the end or on a disconnect
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must pass the chunks on as they come
         return response
@@ -172,4 +179,8 @@ def _blueprint():
 
 
 def register(app: Any) -> None:
+    import threading
+
+    threads = app.extensions["demofront"].config.server_threads
+    app.extensions["demofront_stream_slots"] = threading.BoundedSemaphore(max(1, threads // 2))
     app.register_blueprint(_blueprint())
