@@ -107,6 +107,8 @@ def analyse(result: dict, samples: np.ndarray) -> dict:
             r = float(np.corrcoef(lagged, opening)[0, 1])
             best = max(best, (r, lag_ms))
     return {"fps": (len(frames) - 1) / span, "skipped": skipped, "frames": len(frames),
+            "latency_first_30s_ms": 1000 * statistics.median(latencies[:750]),
+            "latency_last_30s_ms": 1000 * statistics.median(latencies[-750:]),
             "latency_p50_ms": 1000 * statistics.median(latencies),
             "latency_p95_ms": 1000 * float(np.percentile(latencies, 95)),
             "corr_lag_ms": best[1], "corr": best[0]}
@@ -167,7 +169,10 @@ def main() -> None:
                 print(f"size {args.size}, {n} session(s): fps {fps}, skipped {[s.get('skipped') for s in stats]}, "
                       f"sound->picture p50 {p50:.0f} ms, p95 {p95:.0f} ms (newest sound in the frame, sent -> "
                       f"decoded), opening~loudness best lag {lag:.0f} ms (r={corr:.2f}) -> "
-                      f"{'holds 25 fps' if ok else 'does NOT hold 25 fps'}", flush=True)
+                      f"{'holds 25 fps' if ok else 'does NOT hold 25 fps'}; drift: median latency in the first "
+                      f"30 s {statistics.median(s['latency_first_30s_ms'] for s in stats if 'fps' in s):.0f} ms, "
+                      f"in the last 30 s {statistics.median(s['latency_last_30s_ms'] for s in stats if 'fps' in s):.0f}"
+                      " ms", flush=True)
         finally:
             stop(procs)
 
