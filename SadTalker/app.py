@@ -7,13 +7,18 @@ still_mode, enhancer, batch_size, size, pose_style), then optionally `options` (
 GenerationOptions: engine, seed, expression_scale, ...; it overrides the eight) and `ref_video` (a file). It returns
 the video and a JSON object saying what ran (engine, frames, size, timings). Errors start with "Input error:" (the
 request cannot work) or "Service error:" (retry later or elsewhere).
+
+`predict_stream` takes the same inputs and streams the video while it renders: a generator whose every message is
+a JSON object {seq, offset, data (base64 bytes of a fragmented MP4 from `offset` on), size, progress, stage,
+elapsed, done, info}; appended in order, the data are a fragmented H.264/AAC MP4 (a fragment per frame),
+playable from the first fragment. The last message has done=true and the `info` that `predict` returns.
 """
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,6 +41,8 @@ from sadtalker.options import (  # noqa: E402
 )
 from sadtalker.service.model_service import ModelService  # noqa: E402
 from sadtalker.service.settings import ServiceSettings  # noqa: E402
+from sadtalker.service.preview import PortraitPreview  # noqa: E402
+from sadtalker.service.streaming import stream_generation  # noqa: E402
 
 logger = logging.getLogger("sadtalker.app")
 
@@ -102,6 +109,52 @@ def make_predict(service: ModelService, upload_dir: Path):
     return predict
 
 
+def make_predict_stream(service: ModelService, upload_dir: Path):
+    """The streaming twin of `predict`: the same inputs; yields the video's bytes as JSON messages as they are
+    written (see the module docstring and sadtalker/service/streaming.py)."""
+
+    def predict_stream(source_image: str | None, driven_audio: str | None, preprocess: str = "crop",
+                       still_mode: bool = False, enhancer: bool = False, batch_size: int = 2, size: int = 256,
+                       pose_style: int = 0, options: str | None = None, ref_video: str | None = None,
+                       progress: gr.Progress = gr.Progress()) -> Iterator[dict[str, Any]]:
+        try:
+            image = uploaded(source_image, upload_dir)
+            audio = uploaded(driven_audio, upload_dir)
+            reference = uploaded(ref_video, upload_dir)
+            if image is None:
+                raise InvalidInputError("source_image is required: upload a portrait")
+            chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
+            for chunk in stream_generation(service, image, audio, chosen, ref_video=reference):
+                progress(chunk.progress, desc=chunk.stage)
+                yield chunk.to_message()
+        except InvalidInputError as exc:
+            logger.info("request rejected: %s", exc)
+            raise gr.Error(INPUT_ERROR + str(exc)) from exc
+        except TalkingHeadError as exc:
+            logger.warning("request failed: %s", exc)
+            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+
+    return predict_stream
+
+
+def make_preview(previewer: PortraitPreview, upload_dir: Path):
+    """`preview`: the face found in a portrait and the framing the preprocess mode and size give, before any
+    generation (sadtalker/service/preview.py)."""
+
+    def preview(source_image: str | None, preprocess: str = "crop", size: int = 256) -> dict[str, Any]:
+        try:
+            image = uploaded(source_image, upload_dir)
+            if image is None:
+                raise InvalidInputError("source_image is required: upload a portrait")
+            return previewer(image, GenerationOptions.from_mapping({"preprocess": preprocess, "size": size}))
+        except InvalidInputError as exc:
+            raise gr.Error(INPUT_ERROR + str(exc)) from exc
+        except TalkingHeadError as exc:
+            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+
+    return preview
+
+
 def build_demo(service: ModelService) -> gr.Blocks:
     settings = service.settings
     with gr.Blocks(title="SadTalker", delete_cache=(3600, 3600)) as demo:
@@ -130,24 +183,46 @@ def build_demo(service: ModelService) -> gr.Blocks:
             with gr.Column():
                 video = gr.Video(label="Generated video")
                 info = gr.JSON(label="what ran")
+                stream = gr.Button("stream", visible=False)  # API only: predict_stream
+                stream_message = gr.JSON(visible=False)
+                check = gr.Button("preview", visible=False)  # API only: preview
+                framing = gr.JSON(visible=False)
+        inputs = [source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
+                  options, ref_video]
         generate.click(
             make_predict(service, Path(demo.GRADIO_CACHE)),
-            inputs=[source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
-                    options, ref_video],
+            inputs=inputs,
             outputs=[video, info],
             api_name="predict",
             concurrency_limit=settings.concurrency,
+            concurrency_id="generation",
         )
+        stream.click(
+            make_predict_stream(service, Path(demo.GRADIO_CACHE)),
+            inputs=inputs,
+            outputs=[stream_message],
+            api_name="predict_stream",
+            concurrency_limit=settings.concurrency,
+            concurrency_id="generation",
+            show_progress="hidden",
+        )
+        check.click(make_preview(PortraitPreview(settings.limits), Path(demo.GRADIO_CACHE)),
+                    inputs=[source_image, preprocess, size], outputs=[framing], api_name="preview",
+                    concurrency_limit=4, concurrency_id="preview", show_progress="hidden")
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     return demo
 
 
 def create_app(service: ModelService):
-    """FastAPI app: the Gradio UI/API at `/` and a JSON health route at `/health`."""
+    """FastAPI app: the Gradio UI/API at `/`, a JSON health route at `/health`, and the live mode's WebSocket at
+    `/live/ws` (sadtalker/service/live.py: 16 kHz PCM in, JPEG frames out at 25 fps, landmark engine)."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
+    from sadtalker.service import live
+
     api = FastAPI(title="SadTalker model service")
+    live.install(api, live.LiveHub(service.settings, max_sessions=service.settings.live_sessions))
 
     @api.get("/health")
     def health() -> Any:

@@ -66,6 +66,52 @@ class FakeModelClient:
         return ModelOutcome(engine="fake")
 
 
+class StreamingFakeModelClient:
+    """Stands in for the model service's `predict_stream`: renders the portrait (shrunk, with a moving bar) at
+    `fps_pace` frames per wall-clock second into a fragmented MP4 through the service's own streaming code
+    (`stream_generation`), and the front receives it with its own (`receive_stream`): only gradio's transport is
+    left out. At real-time pace the job is still running while its first seconds play."""
+
+    url = "http://fake-stream-model.invalid/"
+
+    def __init__(self, side: int = 128, fps_pace: float = 25.0, tmp: Path | None = None) -> None:
+        self.side, self.fps_pace = side, fps_pace
+        self.results = Path(tmp or "/tmp") / "fake-stream-results"
+        self.results.mkdir(parents=True, exist_ok=True)
+
+    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                 progress: Callable[[float, str], None]) -> ModelOutcome:
+        from types import SimpleNamespace
+
+        from PIL import Image
+
+        from demofront.streaming import receive_stream
+        from sadtalker.engines.base import GenerationResult
+        from sadtalker.service.streaming import stream_generation
+
+        side, pace = self.side, self.fps_pace
+
+        def render(image_path, audio_path, chosen, ref_video=None, progress=None, output=None):
+            samples = load_audio(audio_path)
+            frames = max(1, round(len(samples) / 16000 * 25))
+            face = np.asarray(Image.open(image_path).convert("RGB").resize((side, side)), dtype=np.uint8)
+            started = time.monotonic()
+            with VideoWriter(output, side, side, audio=samples) as writer:
+                for i in range(frames):
+                    frame = face.copy()
+                    row = int(i / frames * (side - 4))
+                    frame[row:row + 4] = (255, 200, 0)
+                    writer.write(frame)
+                    progress((i + 1) / frames, "rendering frames")
+                    time.sleep(max(0.0, started + (i + 1) / pace - time.monotonic()))
+            return GenerationResult(Path(output), "fake-stream", frames, len(samples) / 16000, side, side)
+
+        service = SimpleNamespace(settings=SimpleNamespace(results_dir=self.results), generate=render)
+        messages = (chunk.to_message() for chunk in stream_generation(service, image, audio, options))
+        info = receive_stream(messages, output.parent, output, progress)
+        return ModelOutcome(engine=info["engine"])
+
+
 def reset_postgres(url: str) -> None:
     from sqlalchemy import text
 

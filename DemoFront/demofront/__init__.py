@@ -24,7 +24,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self'; "
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
                                 "style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
                                 "base-uri 'self'; form-action 'self'"),
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -43,6 +43,7 @@ class Front:
     sweeper: RetentionSweeper
     jobs: "object" = None
     limiter: "object" = None
+    client: "object" = None   # the model service as this front reaches it (portrait previews; workers have their own)
 
     def wait(self, job_id: str, timeout: float) -> bool:
         """Block until the job ends (True) or `timeout` passes (False), watching its row."""
@@ -81,10 +82,11 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     areas and their rate limits. Call it once per process (DemoFront/app.py serves the one app it makes)."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from . import admin, api, auth, health, pages
+    from . import admin, api, auth, health, live, pages, preview, streaming
     from .errors import register_error_handlers
     from .jobs import JobFactory
     from .media import limit_pillow_pixels
+    from .model_client import ModelClient
     from .rate_limits import install_rate_limits
     from .session_cookie import SessionInterface
     from .validation import MAX_IMAGE_SIDE
@@ -115,6 +117,7 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     sweeper = RetentionSweeper(db, storage, config.job_retention_days, config.retention_sweep_minutes * 60)
     front = Front(config=config, db=db, storage=storage, queue=queue, sweeper=sweeper)
     front.jobs = JobFactory(front)
+    front.client = model_client or ModelClient(config.sadtalker_url, timeout=config.model_timeout_seconds)
     app.extensions["demofront"] = front
 
     app.before_request(_start_timer)
@@ -123,8 +126,9 @@ def create_app(config: Config | None = None, model_client: ModelClientProtocol |
     app.context_processor(lambda: {"current_user": g.get("user"), "csrf_token": auth.csrf_token,
                                    "allow_anonymous": config.allow_anonymous})
     register_error_handlers(app)
-    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp):
+    for blueprint in (pages.bp, api.bp, auth.bp, admin.bp, health.bp, live.bp, preview.bp):
         app.register_blueprint(blueprint)
+    streaming.register(app)
     front.limiter = install_rate_limits(app, config)
 
     _start_queue_consumers(app, front, model_client)

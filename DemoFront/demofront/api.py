@@ -34,6 +34,8 @@ def job_urls(job: Job) -> dict[str, Any]:
         "status_url": url_for("api.get_job", job_id=job.id),
         "page_url": url_for("pages.job_page", job_id=job.id),
         "video_url": url_for("api.job_video", job_id=job.id) if job.status == "done" and stored else None,
+        # fragmented MP4 while it renders (playable from the first fragment), the whole stream once done
+        "stream_url": url_for("stream.job_stream", job_id=job.id) if job.status != "failed" and stored else None,
         "image_url": url_for("api.job_file", job_id=job.id, kind="image") if stored else None,
         "audio_url": url_for("api.job_file", job_id=job.id, kind="audio") if stored else None,
         "thumb_url": url_for("api.job_file", job_id=job.id, kind="thumb") if job.thumb_path and stored else None,

@@ -64,6 +64,7 @@ class Config:
     database_url: str = ""
     data_dir: Path = DEFAULT_VAR / "data"
     sadtalker_url: str = "http://127.0.0.1:7860/"
+    live_url: str = ""  # the live mode's WebSocket as browsers reach it; "" = the first model service's /live/ws
     host: str = "127.0.0.1"
     port: int = 5000
     max_upload_mb: float = 50.0
@@ -147,6 +148,16 @@ class Config:
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def live_ws_url(self) -> str:
+        """LIVE_URL, else ws(s)://<first model service>/live/ws (the page's WebSocket goes to the model service,
+        where the frames are made; a deployment routes /live/ws to it beside the front)."""
+        if self.live_url:
+            return self.live_url
+        first = self.sadtalker_url if self.sadtalker_url.endswith("/") else self.sadtalker_url + "/"
+        return ("wss://" + first[len("https://"):] if first.startswith("https://") else
+                "ws://" + first[len("http://"):]) + "live/ws"
+
+    @property
     def rate(self) -> tuple[int, float] | None:
         return parse_rate_limit(self.rate_limit)
 
@@ -161,6 +172,7 @@ class Config:
             database_url=env.get("DATABASE_URL", ""),
             data_dir=Path(env.get("DATA_DIR", str(d.data_dir))),
             sadtalker_url=env.get("SADTALKER_URL", d.sadtalker_url),
+            live_url=env.get("LIVE_URL", d.live_url),
             host=env.get("FRONT_HOST", d.host),
             port=int(env.get("FRONT_PORT", d.port)),
             max_upload_mb=float(env.get("MAX_UPLOAD_MB", d.max_upload_mb)),

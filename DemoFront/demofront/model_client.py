@@ -1,7 +1,9 @@
-"""The one place a worker talks to the model service (Gradio's `predict` endpoint, through gradio_client): one
-call per job, `ModelClient.generate`.
+"""The one place a worker talks to the model service (through gradio_client): one call per job,
+`ModelClient.generate`.
 
-Tests swap in any object with the same `generate` method.
+The video comes as it renders (`predict_stream`, received by `streaming.receive_stream` into the job folder, so
+the job's page plays it while it grows); a service without that endpoint is asked with `predict` and the file is
+copied at the end. Tests swap in any object with the same `generate` method.
 """
 from __future__ import annotations
 
@@ -56,66 +58,82 @@ SERVICE_ERROR = "Service error:"
 class ModelClientProtocol(Protocol):
     url: str
 
-    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome: ...
-
-
-def predict_arguments(image: Any, audio: Any, options: GenerationOptions) -> tuple[Any, ...]:
-    """`predict`'s positional inputs: SadTalker's eight, then the other options as one JSON object, no ref_video."""
-    values = options.to_dict()
-    first = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style")
-    rest = {k: v for k, v in values.items() if k not in first}
-    return (image, audio, *(values[k] for k in first), json.dumps(rest, sort_keys=True), None)
-
-
-class ModelClient:
-    """gradio_client against the model service; one Client is made on first use and kept."""
-
-    def __init__(self, url: str, timeout: float = 3600.0, poll_seconds: float = 0.25) -> None:
-        self.url = url if url.endswith("/") else url + "/"
-        self.timeout = timeout
-        self.poll_seconds = poll_seconds
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from gradio_client import Client
-
-                try:
-                    self._client = Client(self.url, verbose=False, analytics_enabled=False,
-                                          httpx_kwargs={"timeout": 30})
-                except Exception as exc:  # httpx errors, JSON errors, gradio's own: all mean "not there"
-                    raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
-            return self._client
-
-    def _forget(self) -> None:
-        with self._lock:
-            self._client = None
-
-    def engine_in_use(self, requested: str) -> str | None:
-        """The engine the service runs for `requested` ('auto' resolves through its /health)."""
-        if requested != "auto":
-            return requested
-        try:
-            with urllib.request.urlopen(self.url + "health", timeout=5) as reply:
-                return json.load(reply).get("engine")
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
-
-    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome:
-        """Run one job on the service; `cancelled()` is asked between progress polls and, once true, the
-        gradio_client job is cancelled and ModelCancelledError raised."""
+    def preview(self, image: Path, options: GenerationOptions) -> dict[str, Any]:
+        """The face and the framing the service finds in a portrait (its `preview` endpoint), without generating.
+        Raises ModelRejectedError (no face, unreadable) or ModelUnavailableError."""
         from gradio_client import handle_file
         from gradio_client.exceptions import AppError
 
         client = self._connect()
-        progress(0.0, "sent to the model service")
         try:
-            job = client.submit(*predict_arguments(handle_file(str(image)), handle_file(str(audio)), options),
-                                api_name="/predict")
+            return client.predict(handle_file(str(image)), options.preprocess.value, options.size,
+                                  api_name="/preview")
+        except AppError as exc:
+            raise _app_error(exc) from exc
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service at {self.url} could not preview ({_short(exc)})") from exc
+
+    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome:
+        """Run one job on the service; `cancelled()` is asked at every progress message or poll and, once true, the
+        gradio_client job is cancelled and ModelCancelledError raised."""
+        from gradio_client import handle_file
+
+        client = self._connect()
+        progress(0.0, "sent to the model service")
+        arguments = predict_arguments(handle_file(str(image)), handle_file(str(audio)), options)
+        try:
+            job = client.submit(*arguments, api_name="/predict_stream")
+        except ValueError:  # a service without the streaming endpoint (gradio_client: "Cannot find a function")
+            return self._generate_whole(client, arguments, options, output, progress, cancelled)
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
+        return self._receive(job, output, progress, cancelled)
+
+    def _receive(self, job: Any, output: Path, progress: ProgressFn,
+                 cancelled: Callable[[], bool] | None) -> ModelOutcome:
+        """Follow a predict_stream job into the job folder (streaming.receive_stream), within the timeout."""
+        from gradio_client.exceptions import AppError
+
+        from .streaming import StreamBroken, receive_stream
+
+        deadline = time.monotonic() + self.timeout
+
+        def messages():
+            for message in job:
+                if cancelled is not None and cancelled():
+                    job.cancel()
+                    raise ModelCancelledError("cancelled")
+                if time.monotonic() > deadline:
+                    job.cancel()
+                    raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
+                                                f"{self.timeout:g} s")
+                yield message
+            job.result(timeout=60)  # the iterator ends quietly on an error: this raises it
+
+        try:
+            info = receive_stream(messages(), output.parent, output, progress)
+        except AppError as exc:
+            raise _app_error(exc) from exc
+        except ModelError:
+            raise
+        except StreamBroken as exc:
+            raise ModelUnavailableError(f"the model service at {self.url} sent a broken stream ({exc})") from exc
+        except Exception as exc:
+            self._forget()
+            raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "
+                                        f"generation ({_short(exc)})") from exc
+        return ModelOutcome(engine=info.get("engine") or None)
+
+    def _generate_whole(self, client: Any, arguments: tuple[Any, ...], options: GenerationOptions, output: Path,
+                        progress: ProgressFn, cancelled: Callable[[], bool] | None) -> ModelOutcome:
+        """`predict`: the finished file at the end (a service from before `predict_stream`)."""
+        from gradio_client.exceptions import AppError
+
+        try:
+            job = client.submit(*arguments, api_name="/predict")
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
@@ -133,10 +151,7 @@ class ModelClient:
         try:
             result = job.result(timeout=0)
         except AppError as exc:
-            message = str(exc.message if hasattr(exc, "message") else exc)
-            if message.startswith(SERVICE_ERROR):
-                raise ModelUnavailableError(message) from exc
-            raise ModelRejectedError(message.removeprefix(INPUT_ERROR).strip()) from exc
+            raise _app_error(exc) from exc
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "
@@ -173,6 +188,14 @@ class ModelClient:
                      else "waiting in the model service's queue")
         elif code in ("PROCESSING", "ITERATING"):
             progress(0.0, "generating")
+
+
+def _app_error(exc: BaseException) -> ModelError:
+    """The model service's gr.Error as ours: "Service error: ..." may be retried, anything else is the input's."""
+    message = str(getattr(exc, "message", None) or exc)
+    if message.startswith(SERVICE_ERROR):
+        return ModelUnavailableError(message)
+    return ModelRejectedError(message.removeprefix(INPUT_ERROR).strip())
 
 
 def _short(exc: BaseException) -> str:

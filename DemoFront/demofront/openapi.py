@@ -56,6 +56,8 @@ def spec(config: Config) -> dict[str, Any]:
                     "options": {"$ref": "#/components/schemas/Options"}, "engine": {"type": ["string", "null"]},
                     "image": {"type": "object"}, "audio": {"type": "object"},
                     "status_url": {"type": "string"}, "video_url": {"type": ["string", "null"]},
+                    "stream_url": {"type": ["string", "null"],
+                                   "description": "the video while it renders (fragmented MP4); null for a failed job"},
                     "page_url": {"type": "string"}}},
                 "ApiKey": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "prefix": {"type": "string"},
@@ -110,6 +112,35 @@ def spec(config: Config) -> dict[str, Any]:
                                                 "responses": {"200": mp4, "206": mp4, "404": _error("no such job"),
                                                               "409": _error("not done yet"),
                                                               "410": _error("expired (JOB_RETENTION_DAYS)")}}},
+            "/api/jobs/{job_id}/stream": {"get": {
+                "summary": "The video while it renders: fragmented MP4 from the first fragment to the end",
+                "description": "H.264 + AAC, a fragment per frame (a keyframe per second), sent by chunked transfer as the model service "
+                               "renders it (a queued job's request waits for its first fragment). Plays in a "
+                               "<video> element, ffplay or VLC from the URL; `curl -o out.mp4` gives a valid file. "
+                               "A finished job's stream is the whole file at once (Range supported).",
+                "parameters": [job_id],
+                "responses": {"200": {"description": "fragmented mp4", "content": {"video/mp4": {"schema": {
+                                  "type": "string", "format": "binary"}}}},
+                              "404": _error("no such job"), "409": _error("the job failed before any video"),
+                              "410": _error("expired (JOB_RETENTION_DAYS)")}}},
+            "/api/preview": {"post": {
+                "summary": "The face found in a portrait and the crop a preprocess mode and size will use",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["image"], "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "preprocess": {"type": "string", "enum": list(PREPROCESS_MODES), "default": "crop"},
+                        "size": {"type": "integer", "enum": [256, 512], "default": 256}}}}}},
+                "responses": {"200": {"description": "boxes in the portrait's pixels", "content": {
+                                  "application/json": {"schema": {"type": "object", "properties": {
+                                      "width": {"type": "integer"}, "height": {"type": "integer"},
+                                      "face_box": {"type": "array", "items": {"type": "number"},
+                                                   "description": "x0, y0, x1, y1"},
+                                      "crop_box": {"type": "array", "items": {"type": "number"},
+                                                   "description": "x0, y0, x1, y1"},
+                                      "output": {"type": "array", "items": {"type": "integer"},
+                                                 "description": "the video's width and height"}}}}}},
+                              "400": _error("not an image"), "422": _error("no face found"),
+                              "502": _error("the model service did not answer")}}},
             "/api/jobs/{job_id}/image": {"get": {"summary": "The stored input image", "parameters": [job_id],
                                                 "responses": {"200": {"description": "the image"},
                                                               "410": _error("expired")}}},

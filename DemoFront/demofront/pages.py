@@ -21,8 +21,10 @@ def front() -> Any:
 
 
 def form_choices() -> dict[str, Any]:
+    from . import examples
+
     return {"preprocess_modes": PREPROCESS_MODES, "sizes": SIZES, "engines": ENGINE_CHOICES,
-            "max_pose": NUM_POSE_STYLES - 1, "config": front().config}
+            "max_pose": NUM_POSE_STYLES - 1, "config": front().config, "examples": examples}
 
 
 @bp.get("/")

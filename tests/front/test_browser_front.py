@@ -84,7 +84,7 @@ def test_sign_up_generate_watch_play_history_delete(live_front, page, portrait_p
     # Held by the gate: the page shows the job running, then reaches done without a reload.
     page.wait_for_function("() => document.getElementById('job-status').textContent === 'running'")
     assert "checking the inputs" in page.locator("#job-stage").inner_text()
-    assert page.locator("#job-result").is_hidden()
+    assert page.get_attribute("#job-video", "src") == f"/api/jobs/{job_id}/stream"  # waiting for a first fragment
     page.evaluate("window.__sameDocument = true")
     live_front["gate"].set()
     page.wait_for_function("() => document.getElementById('job-status').textContent === 'done'", timeout=60_000)
@@ -167,3 +167,50 @@ def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, 
         page.screenshot(path=str(artifacts_dir / "front_job_page_landmark.png"), full_page=True)
     finally:
         stop(procs)
+
+
+@pytest.fixture
+def streaming_front(tmp_path):
+    from werkzeug.serving import make_server
+
+    from front_support import StreamingFakeModelClient
+
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 'stream.db'}"),
+                     model_client=StreamingFakeModelClient(side=128, fps_pace=25.0, tmp=tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "app": app}
+    finally:
+        server.shutdown()
+        thread.join(10)
+        app.extensions["demofront"].close()
+
+
+def test_video_plays_while_the_job_still_runs(streaming_front, page, portrait_path, long_speech_path,
+                                              artifacts_dir):
+    """Progressive playback: rendered at real-time pace, the job runs ~10 s; the page's video starts from the
+    stream's first fragments and its currentTime advances while the status still says running."""
+    base = streaming_front["url"]
+    page.goto(base + "/")
+    page.set_input_files("input[name=image]", str(portrait_path))
+    page.set_input_files("input[name=audio]", str(long_speech_path))
+    page.click("#generate-form button[type=submit]")
+    page.wait_for_url(f"{base}/jobs/*")
+    job_id = page.url.rsplit("/", 1)[-1]
+    assert page.get_attribute("#job-video", "src") == f"/api/jobs/{job_id}/stream"
+    page.wait_for_function("() => document.getElementById('job-video').currentTime > 1.0", timeout=20_000)
+    state = page.evaluate("""() => ({status: document.getElementById('job-status').textContent,
+        t: document.getElementById('job-video').currentTime, eta: document.getElementById('job-eta').textContent,
+        progress: document.getElementById('job-progress').value})""")
+    page.screenshot(path=str(artifacts_dir / "front_job_streaming.png"), full_page=True)
+    assert state["status"] == "running", state
+    assert 0 < state["progress"] < 1 and "s left" in state["eta"], state
+    page.wait_for_function("() => document.getElementById('job-status').textContent === 'done'", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('job-video').ended", timeout=30_000)
+    assert page.evaluate("document.getElementById('job-video').error") is None
+    assert page.evaluate("document.getElementById('job-video').currentTime") > 9.5  # the whole clip played

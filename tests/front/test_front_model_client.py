@@ -1,8 +1,10 @@
-"""The real ModelClient (gradio_client) against a small Gradio app with the model service's `predict` signature:
+"""The real ModelClient (gradio_client) against a small Gradio app with the model service's `predict` signature (no
+`predict_stream`: the client falls back to `predict`; the streaming path is tested against the real service):
 the video comes back, gr.Progress reaches the callback, gr.Error becomes ModelRejectedError with its message,
 and a service that is not there becomes ModelUnavailableError naming the URL."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -31,8 +33,10 @@ def stand_in_service(tmp_path_factory):
     seen: list[tuple] = []
 
     def predict(source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
-                engine="auto", expression_scale=1.0, seed=0, progress=gr.Progress()):
-        seen.append((preprocess, still_mode, enhancer, batch_size, size, pose_style, engine, expression_scale, seed))
+                options=None, progress=gr.Progress()):
+        extra = json.loads(options or "{}")
+        seen.append((preprocess, still_mode, enhancer, batch_size, size, pose_style, extra.get("engine", "auto"),
+                     extra.get("expression_scale", 1.0), extra.get("seed", 0)))
         pixels = np.asarray(Image.open(source_image).convert("RGB").resize((64, 64)))
         if pixels.reshape(-1, 3).std(axis=0).max() < 2:
             raise gr.Error("no face found in the image")
@@ -50,7 +54,7 @@ def stand_in_service(tmp_path_factory):
     with gr.Blocks() as demo:
         inputs = [gr.Image(type="filepath"), gr.Audio(type="filepath"), gr.Radio(["crop", "resize", "full"]),
                   gr.Checkbox(), gr.Checkbox(), gr.Number(precision=0), gr.Number(precision=0),
-                  gr.Number(precision=0), gr.Radio(["auto", "sadtalker", "landmark"]), gr.Number(), gr.Number(precision=0)]
+                  gr.Number(precision=0), gr.Textbox()]
         button = gr.Button()
         button.click(predict, inputs=inputs, outputs=[gr.Video()], api_name="predict")
     port = free_port()

@@ -16,6 +16,9 @@ from sadtalker.errors import FFmpegError
 logger = logging.getLogger(__name__)
 
 FPS = 25
+FRAGMENTED_SUFFIX = ".fmp4"  # an output path ending so is written as fragmented MP4 (see VideoWriter)
+FRAGMENT_FRAMES = 12         # fragmented output: a keyframe, so a fragment, every 12 frames (0.48 s at 25 fps) ...
+QUICK_START_FRAMES = 4       # ... and at each of the first 4 frames, so that the first frame is playable at once
 
 
 def ffmpeg_exe() -> str:
@@ -137,6 +140,12 @@ def iter_video_frames(path: Path, max_frames: int | None = None, fps: int | None
             proc.wait()
 
 
+def remux_faststart(source: Path, target: Path) -> None:
+    """Copy a (fragmented) MP4's streams into a plain MP4 with its index in front; nothing is re-encoded."""
+    run_ffmpeg(["-y", "-i", str(source), "-map", "0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
+                str(target)], f"remux {Path(source).name}")
+
+
 class VideoWriter:
     """Streams RGB frames into ffmpeg (H.264 yuv420p, faststart) and muxes the audio as AAC.
 
@@ -145,6 +154,13 @@ class VideoWriter:
     With `input_format="yuv420p"`, frames are given as I420 planes (`write_yuv420p`), which spares ffmpeg the
     colour conversion (the landmark engine renders in YUV for speed). `tune` is x264's (e.g. "zerolatency");
     `aac_coder="fast"` makes the AAC encoder about 3x cheaper (the landmark engine's speed budget).
+
+    An `output_path` ending in `.fmp4` (FRAGMENTED_SUFFIX) is written as fragmented MP4: an empty moov, then a
+    moof+mdat fragment per keyframe, flushed as soon as it is complete. x264 runs without lookahead
+    (`zerolatency`), with a keyframe on each of the first QUICK_START_FRAMES frames (the first fragment, one frame,
+    is out as soon as the second frame is encoded: the SadTalker engine's first batch is playable as soon as it is
+    rendered) and then every FRAGMENT_FRAMES. The file is playable while it grows, which is how the streaming
+    endpoint sends a generation as it renders. Any other path gets a plain MP4 with its index in front (faststart).
     """
 
     def __init__(self, output_path: Path, width: int, height: int, audio: np.ndarray | None = None,
@@ -170,9 +186,16 @@ class VideoWriter:
             if aac_coder:
                 args += ["-aac_coder", aac_coder]
         args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-        if tune:
-            args += ["-tune", tune]
-        args += ["-movflags", "+faststart", str(self.output_path)]
+        fragmented = self.output_path.suffix == FRAGMENTED_SUFFIX
+        if tune or fragmented:
+            args += ["-tune", tune or "zerolatency"]
+        if fragmented:
+            keyframes = f"expr:lt(n,{QUICK_START_FRAMES})+eq(mod(n,{FRAGMENT_FRAMES}),0)"
+            args += ["-g", str(FRAGMENT_FRAMES), "-sc_threshold", "0", "-force_key_frames", keyframes,
+                     "-flush_packets", "1", "-f", "mp4",
+                     "-movflags", "+frag_keyframe+empty_moov+default_base_moof", str(self.output_path)]
+        else:
+            args += ["-movflags", "+faststart", str(self.output_path)]
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = open(Path(self._tmpdir.name) / "stderr.txt", "w+b")
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self._stderr)

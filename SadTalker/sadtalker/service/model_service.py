@@ -116,9 +116,13 @@ class ModelService:
         self.engine("auto")
 
     def generate(self, image: Path, audio: Path | None, options: GenerationOptions,
-                 ref_video: Path | None = None, progress: ProgressFn | None = None) -> GenerationResult:
+                 ref_video: Path | None = None, progress: ProgressFn | None = None,
+                 output: Path | None = None) -> GenerationResult:
         """Read and check the inputs, then run the chosen engine. Raises TalkingHeadError subclasses with
-        user-facing text: InvalidInputError for the request, ServiceError for the service."""
+        user-facing text: InvalidInputError for the request, ServiceError for the service.
+
+        `output`: where the video goes (default: a new file in the results folder); a path ending in `.fmp4` is
+        written as fragmented MP4, playable while it grows (see `service/streaming.py`)."""
         inputs = read_inputs(image, audio, options, self.settings.limits, ref_video=ref_video)
         name = self.default_engine if options.engine == "auto" else options.engine
         if options.idle_mode and name not in ("sadtalker", "landmark"):
@@ -135,7 +139,7 @@ class ModelService:
             options = options.replace(batch_size=cap)
         engine = self.engine(name)
         self._sweep_results()
-        output = self.settings.results_dir / f"{uuid.uuid4().hex}.mp4"
+        output = output or self.settings.results_dir / f"{uuid.uuid4().hex}.mp4"
         started = time.perf_counter()
         with self._turn(name):
             try:
@@ -210,7 +214,7 @@ class ModelService:
     def _sweep_results(self) -> None:
         """Results are handed to Gradio's cache on return; ours are removed after a while."""
         cutoff = time.time() - self.settings.results_ttl_seconds
-        for path in self.settings.results_dir.glob("*.mp4"):
+        for path in [*self.settings.results_dir.glob("*.mp4"), *self.settings.results_dir.glob("*.fmp4")]:
             try:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()

@@ -38,6 +38,7 @@ class ServiceSettings:
     precision: Precision = "fp32"        # fp32 (exact), tf32, fp16, bf16 (CUDA)
     concurrency: int = 1                 # generations at once (each holds its own activations)
     max_queue: int = 16                  # requests waiting in Gradio's queue before new ones are refused
+    live_sessions: int = 8               # live-mode WebSocket sessions at once (service/live.py)
     results_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "sadtalker-results")
     results_ttl_seconds: float = 3600.0
     cpu_fast_paths: bool = True          # the renderer's CPU speed paths (sadtalker.accel; ~1 GB more memory)
@@ -55,7 +56,8 @@ class ServiceSettings:
             raise InvalidInputError(f"SADTALKER_DEVICE must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         for name, value, low in (("SADTALKER_CONCURRENCY", self.concurrency, 1), ("SADTALKER_MAX_QUEUE",
                                                                                   self.max_queue, 1),
-                                 ("SADTALKER_PORT", self.port, 1)):
+                                 ("SADTALKER_PORT", self.port, 1),
+                                 ("SADTALKER_LIVE_SESSIONS", self.live_sessions, 0)):
             if value < low:
                 raise InvalidInputError(f"{name} must be at least {low}; got {value}")
 
@@ -88,6 +90,7 @@ class ServiceSettings:
             precision=get("SADTALKER_PRECISION", str, d.precision),  # type: ignore[arg-type]
             concurrency=get("SADTALKER_CONCURRENCY", int, d.concurrency),
             max_queue=get("SADTALKER_MAX_QUEUE", int, d.max_queue),
+            live_sessions=get("SADTALKER_LIVE_SESSIONS", int, d.live_sessions),
             results_dir=get("SADTALKER_RESULTS", Path, d.results_dir),
             cpu_fast_paths=flag("SADTALKER_CPU_FAST_PATHS", d.cpu_fast_paths),
             native_kernels=flag("SADTALKER_NATIVE_KERNELS", d.native_kernels),

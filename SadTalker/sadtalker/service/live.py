@@ -1,0 +1,213 @@
+"""Live mode over a WebSocket (`/live/ws` on the model service): 16 kHz PCM in, JPEG frames out at a steady 25 fps.
+
+Protocol (version 1; also in README "Live mode"):
+1. client -> text: {"type": "start", "image": <base64 of a PNG/JPEG/WebP portrait>, "size": 256|512,
+   "preprocess": "crop"|"extcrop"|"resize"|"full"|"extfull", "seed", "pose_style", "expression_scale", "still_mode"}
+   (every field but "image" optional, GenerationOptions' rules).
+2. server -> text: {"type": "ready", "protocol": 1, "width", "height", "fps": 25, "sample_rate": 16000,
+   "mouth_box": [x0, y0, x1, y1]}, or {"type": "error", "error": ...} and a close (4400 bad input, 1013 full).
+3. client -> binary: mono PCM, signed 16-bit little-endian, 16 kHz, any chunk size (20 ms is good), as captured.
+4. server -> binary, one per frame: a 20-byte header "<IQff" = frame index, audio position (samples received
+   when the frame was made: it shows the 40 ms before that), jaw opening, eyelid closure; then the JPEG.
+   Frames keep coming at 25 fps whether or not sound arrives (silence: blinks and idle head motion go on).
+5. server -> text every 5 s: {"type": "stats", "frames", "dropped", "render_ms", "audio_samples"}.
+   Either side closes to end; the client may send {"type": "stop"}.
+
+The frame clock is the server's monotonic clock (frame n at start + n / 25 s): a late frame is skipped, never
+queued, so the picture neither drifts nor lags behind the sound however long the session.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sadtalker.errors import InvalidInputError, TalkingHeadError
+from sadtalker.io.audio import SAMPLE_RATE
+from sadtalker.io.video import FPS
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = 1
+HEADER = struct.Struct("<IQff")
+WINDOW = SAMPLE_RATE // FPS          # each frame shows the latest 40 ms of sound
+STALE_AUDIO_SECONDS = 0.25           # no sound for this long: silence (a paused microphone closes the mouth)
+STATS_SECONDS = 5.0
+START_TIMEOUT_SECONDS = 30.0
+CLOSE_BAD_INPUT, CLOSE_FULL = 4400, 1013
+START_FIELDS = ("size", "preprocess", "seed", "pose_style", "expression_scale", "still_mode", "use_blink")
+
+
+class LiveHub:
+    """The live sessions of one model service: at most `max_sessions` at once, portraits read with the service's
+    input limits, faces found by one face-mesh model shared under a lock."""
+
+    def __init__(self, settings: Any, max_sessions: int = 8) -> None:
+        self.settings = settings
+        self.max_sessions = max_sessions
+        self.active = 0
+        self._lock = threading.Lock()
+        self._mesh_lock = threading.Lock()
+        self._mesh: Any = None
+
+    def reserve(self) -> bool:
+        with self._lock:
+            if self.active >= self.max_sessions:
+                return False
+            self.active += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def animator(self, start: dict[str, Any]) -> Any:
+        """A LiveAnimator for the start message. Raises InvalidInputError / NoFaceError / ImageError."""
+        from sadtalker.engines.landmark.live import LiveAnimator
+        from sadtalker.io.image import load_image
+        from sadtalker.landmarks import facemesh as fm
+        from sadtalker.options import GenerationOptions
+
+        encoded = start.get("image")
+        if not isinstance(encoded, str) or not encoded:
+            raise InvalidInputError("start: 'image' (base64 of a portrait) is required")
+        if "," in encoded[:100]:  # a data: URL
+            encoded = encoded.split(",", 1)[1]
+        if len(encoded) * 3 // 4 > self.settings.limits.max_upload_bytes:
+            raise InvalidInputError("start: the image is larger than the upload limit")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except ValueError as exc:
+            raise InvalidInputError(f"start: 'image' is not base64 ({exc})") from None
+        options = GenerationOptions.from_mapping({k: start[k] for k in START_FIELDS if k in start})
+        with tempfile.TemporaryDirectory(prefix="live-") as tmp:
+            path = Path(tmp) / "portrait"
+            path.write_bytes(data)
+            image = load_image(path, self.settings.limits)
+        with self._mesh_lock:
+            if self._mesh is None:
+                self._mesh = fm.shared_face_mesh()
+            return LiveAnimator(image, self._mesh, options)
+
+
+class _Audio:
+    """The sound received so far: the latest second kept, the count of all samples, when the last came."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(SAMPLE_RATE, np.float32)
+        self.total = 0
+        self.last_at = 0.0
+
+    def push(self, pcm: bytes) -> None:
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        if samples.size == 0:
+            return
+        samples = samples[-len(self.buffer):]
+        self.buffer = np.roll(self.buffer, -samples.size)
+        self.buffer[-samples.size:] = samples
+        self.total += samples.size
+        self.last_at = time.monotonic()
+
+    def window(self) -> tuple[np.ndarray, int]:
+        """The latest 40 ms (zeros when the sound stopped coming) and the sample count it ends at."""
+        if time.monotonic() - self.last_at > STALE_AUDIO_SECONDS:
+            return np.zeros(WINDOW, np.float32), self.total
+        return self.buffer[-WINDOW:].copy(), self.total
+
+
+async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
+    """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol)."""
+    if not hub.reserve():
+        await websocket.send_text(json.dumps({"type": "error", "error": f"all {hub.max_sessions} live sessions "
+                                                                       "are in use; try again later"}))
+        await websocket.close(CLOSE_FULL)
+        return
+    try:
+        try:
+            start = json.loads(await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECONDS))
+            if not isinstance(start, dict) or start.get("type") != "start":
+                raise InvalidInputError("the first message must be {\"type\": \"start\", \"image\": ...}")
+            animator = await asyncio.to_thread(hub.animator, start)
+        except (TalkingHeadError, ValueError, asyncio.TimeoutError) as exc:
+            message = str(exc) or "no start message in time"
+            await websocket.send_text(json.dumps({"type": "error", "error": message}))
+            await websocket.close(CLOSE_BAD_INPUT)
+            return
+        await websocket.send_text(json.dumps({
+            "type": "ready", "protocol": PROTOCOL, "width": animator.width, "height": animator.height, "fps": FPS,
+            "sample_rate": SAMPLE_RATE, "mouth_box": list(animator.mouth_box)}))
+        audio = _Audio()
+        receiver = asyncio.create_task(_receive(websocket, audio))
+        try:
+            await _send_frames(websocket, animator, audio, receiver)
+        finally:
+            receiver.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.release()
+
+
+async def _receive(websocket: Any, audio: _Audio) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes"):
+            audio.push(message["bytes"])
+        elif message.get("text"):
+            try:
+                if json.loads(message["text"]).get("type") == "stop":
+                    return
+            except (ValueError, AttributeError):
+                pass
+
+
+async def _send_frames(websocket: Any, animator: Any, audio: _Audio, receiver: asyncio.Task) -> None:
+    started = time.monotonic()
+    index, sent, dropped, render_total = 0, 0, 0, 0.0
+    next_stats = started + STATS_SECONDS
+    while not receiver.done():
+        due = started + index / FPS
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -1.0 / FPS:  # more than a frame late: skip to the current one (the clock never drifts)
+            skip = int(-delay * FPS)
+            index += skip
+            dropped += skip
+            continue
+        window, position = audio.window()
+        t = time.perf_counter()
+        frame = await asyncio.to_thread(animator.frame, window, index)
+        render_total += time.perf_counter() - t
+        await websocket.send_bytes(HEADER.pack(index, position, frame.opening, frame.blink) + frame.jpeg)
+        sent += 1
+        index += 1
+        if time.monotonic() >= next_stats:
+            next_stats += STATS_SECONDS
+            await websocket.send_text(json.dumps({
+                "type": "stats", "frames": sent, "dropped": dropped, "audio_samples": audio.total,
+                "render_ms": round(1000 * render_total / max(1, sent), 2)}))
+
+
+def install(app: Any, hub: LiveHub, path: str = "/live/ws") -> None:
+    """Add the live WebSocket route to the service's FastAPI app."""
+    @app.websocket(path)
+    async def live(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await run_session(websocket, hub)
+
+    @app.get("/live/health")
+    def live_health() -> dict[str, Any]:
+        return {"protocol": PROTOCOL, "active": hub.active, "max_sessions": hub.max_sessions, "path": path}

@@ -1,0 +1,115 @@
+"""The live WebSocket over real HTTP (uvicorn, wsproto) with the landmark engine: the start handshake, frames at a
+steady 25 fps with or without sound, a mouth that opens with speech and stays shut in silence, blinks going on
+while silent, errors for a portrait without a face and for a full service."""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from live_services import free_port, serve_in_thread
+
+from sadtalker.io.audio import load_audio
+from sadtalker.io.limits import InputLimits
+from sadtalker.service.live import HEADER
+from sadtalker.service.model_service import ModelService
+from sadtalker.service.settings import ServiceSettings
+from sadtalker.weights import CheckpointLocations
+
+simple_websocket = pytest.importorskip("simple_websocket")
+
+
+@pytest.fixture(scope="module")
+def live_url(tmp_path_factory):
+    from app import create_app
+
+    tmp = tmp_path_factory.mktemp("live")
+    settings = ServiceSettings(port=free_port(), results_dir=tmp / "results", live_sessions=2,
+                               locations=CheckpointLocations(checkpoint_dir=tmp / "none"), limits=InputLimits())
+    with serve_in_thread(create_app(ModelService(settings)), settings.port) as url:
+        yield url.replace("http://", "ws://") + "live/ws"
+
+
+def start(url, image_path, **options):
+    ws = simple_websocket.Client.connect(url)
+    ws.send(json.dumps({"type": "start", "image": base64.b64encode(image_path.read_bytes()).decode(), **options}))
+    return ws, json.loads(ws.receive(timeout=30))
+
+
+def close(ws) -> None:
+    if ws.connected:
+        ws.close()
+
+
+def test_frames_follow_the_voice_at_25_fps(live_url, portrait_path, long_speech_path):
+    ws, ready = start(live_url, portrait_path, size=256)
+    try:
+        assert ready["type"] == "ready" and (ready["width"], ready["height"], ready["fps"]) == (256, 256, 25)
+        pcm = (np.clip(load_audio(long_speech_path)[: 16000 * 4], -1, 1) * 32767).astype("<i2").tobytes()
+        silence = bytes(len(pcm) // 2)
+
+        def feed():  # 4 s of speech, then 2 s of silence, at real-time pace in 20 ms chunks
+            t0 = time.monotonic()
+            for i, offset in enumerate(range(0, len(pcm) + len(silence) // 2, 640)):
+                body = (pcm + silence)[offset:offset + 640]
+                ws.send(body)
+                time.sleep(max(0.0, t0 + (i + 1) * 0.02 - time.monotonic()))
+
+        threading.Thread(target=feed, daemon=True).start()
+        frames, arrivals = [], []
+        deadline = time.monotonic() + 7.0
+        while time.monotonic() < deadline:
+            message = ws.receive(timeout=2)
+            if isinstance(message, (bytes, bytearray)):
+                frames.append(HEADER.unpack(message[:HEADER.size]))
+                arrivals.append(time.monotonic())
+                assert message[HEADER.size:HEADER.size + 2] == b"\xff\xd8"  # a JPEG
+    finally:
+        ws.close()
+    indices = [f[0] for f in frames]
+    span = arrivals[-1] - arrivals[0]
+    assert len(frames) / span == pytest.approx(25, rel=0.08), (len(frames), span)
+    assert indices == sorted(indices) and indices[-1] - indices[0] + 1 - len(indices) <= 3, "hardly any dropped"
+    speaking = [f[2] for f in frames if 0.5 * 16000 < f[1] < 4 * 16000]
+    silent = [f[2] for f in frames if f[1] > 4.6 * 16000]
+    assert max(speaking) > 0.3 and np.mean(speaking) > 0.1
+    assert silent and max(silent) < 0.05, "the mouth shuts in silence"
+
+
+def test_blinks_go_on_in_silence_and_no_face_is_refused(live_url, portrait_path, no_face_path):
+    ws, ready = start(live_url, portrait_path, size=256, seed=3)
+    blinks = []
+    try:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # no sound at all
+            message = ws.receive(timeout=2)
+            if isinstance(message, (bytes, bytearray)):
+                blinks.append(HEADER.unpack(message[:HEADER.size])[3])
+    finally:
+        ws.close()
+    assert len(blinks) > 110 and max(blinks) > 0.9, "at least one blink in 5 s of silence"
+    ws, answer = start(live_url, no_face_path)
+    assert answer == {"type": "error", "error": "no face found in the image"}
+    time.sleep(0.2)
+    assert not ws.connected and ws.close_reason == 4400
+
+
+def test_a_full_service_says_so(live_url, portrait_path):
+    held = [start(live_url, portrait_path, size=256) for _ in range(2)]
+    assert [answer["type"] for _, answer in held] == ["ready", "ready"], held
+    held = [ws for ws, _ in held]
+    try:
+        ws = simple_websocket.Client.connect(live_url)
+        raw = ws.receive(timeout=10)
+        assert raw is not None, (ws.connected, ws.close_reason)
+        answer = json.loads(raw)
+        assert answer["type"] == "error" and "in use" in answer["error"]
+        time.sleep(0.2)
+        assert not ws.connected and ws.close_reason == 1013
+    finally:
+        for ws in held:
+            close(ws)
