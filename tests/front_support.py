@@ -80,7 +80,8 @@ class StreamingFakeModelClient:
         self.results.mkdir(parents=True, exist_ok=True)
 
     def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
-                 progress: Callable[[float, str], None]) -> ModelOutcome:
+                 progress: Callable[[float, str], None], cancelled: Callable[[], bool] | None = None
+                 ) -> ModelOutcome:
         from types import SimpleNamespace
 
         from PIL import Image

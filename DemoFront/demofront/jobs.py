@@ -139,7 +139,12 @@ class JobFactory:
                 s.add(job)
                 s.flush()
                 os.replace(scratch, final)
-                self.front.queue.send(message)
+                try:
+                    self.front.queue.send(message)
+                except Exception as exc:  # the broker is down or refused: nothing is kept, the client may retry
+                    logger.error("job %s not queued: %s", job.id, exc)
+                    raise ApiError(503, "the job queue is unreachable; nothing was stored, please try again in a "
+                                        "minute") from exc
         except BaseException:
             if final.exists():
                 self.front.storage.delete_job(job.id)

@@ -58,6 +58,54 @@ SERVICE_ERROR = "Service error:"
 class ModelClientProtocol(Protocol):
     url: str
 
+    def generate(self, image: Path, audio: Path, options: GenerationOptions, output: Path,
+                 progress: ProgressFn, cancelled: Callable[[], bool] | None = None) -> ModelOutcome: ...
+
+
+def predict_arguments(image: Any, audio: Any, options: GenerationOptions) -> tuple[Any, ...]:
+    """`predict`'s positional inputs: SadTalker's eight, then the other options as one JSON object, no ref_video."""
+    values = options.to_dict()
+    first = ("preprocess", "still_mode", "enhancer", "batch_size", "size", "pose_style")
+    rest = {k: v for k, v in values.items() if k not in first}
+    return (image, audio, *(values[k] for k in first), json.dumps(rest, sort_keys=True), None)
+
+
+class ModelClient:
+    """gradio_client against the model service; one Client is made on first use and kept."""
+
+    def __init__(self, url: str, timeout: float = 3600.0, poll_seconds: float = 0.25) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.timeout = timeout
+        self.poll_seconds = poll_seconds
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from gradio_client import Client
+
+                try:
+                    self._client = Client(self.url, verbose=False, analytics_enabled=False,
+                                          httpx_kwargs={"timeout": 30})
+                except Exception as exc:  # httpx errors, JSON errors, gradio's own: all mean "not there"
+                    raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
+            return self._client
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._client = None
+
+    def engine_in_use(self, requested: str) -> str | None:
+        """The engine the service runs for `requested` ('auto' resolves through its /health)."""
+        if requested != "auto":
+            return requested
+        try:
+            with urllib.request.urlopen(self.url + "health", timeout=5) as reply:
+                return json.load(reply).get("engine")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
     def preview(self, image: Path, options: GenerationOptions) -> dict[str, Any]:
         """The face and the framing the service finds in a portrait (its `preview` endpoint), without generating.
         Raises ModelRejectedError (no face, unreadable) or ModelUnavailableError."""
