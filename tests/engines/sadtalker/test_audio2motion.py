@@ -208,3 +208,21 @@ def test_helpers():
     short = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
     np.testing.assert_array_equal(smooth_pose(short), short)  # too few frames to smooth
     assert smooth_pose(np.random.default_rng(0).normal(size=(40, 6))).shape == (40, 6)
+
+
+def test_precision_reaches_both_audio_networks():
+    """bf16 (the setting, on the CPU here) runs ExpNet and PoseVAE under autocast; fp32 stays float32; the
+    coefficients come back float32 either way."""
+    model = _random_nets()
+    seen: dict[str, list[torch.dtype]] = {"audio2exp": [], "audio2pose": []}
+    for name in seen:
+        layer = next(m for m in getattr(model, name).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        layer.register_forward_hook(lambda m, i, o, name=name: seen[name].append(o.dtype))
+    reference = model.generate(_audio(0.6), _source(), pose_style=0, seed=7)
+    assert all(dtypes == [torch.float32] * len(dtypes) and dtypes for dtypes in seen.values())
+    for dtypes in seen.values():
+        dtypes.clear()
+    model.precision = "bf16"
+    reduced = model.generate(_audio(0.6), _source(), pose_style=0, seed=7)
+    assert all(torch.bfloat16 in dtypes for dtypes in seen.values()), seen
+    assert reduced.dtype == np.float32 and reduced.shape == reference.shape and np.isfinite(reduced).all()

@@ -237,18 +237,26 @@ def test_random_noise_is_seeded_and_differs_from_stored_noise(astronaut):
     assert not np.array_equal(ra, fixed)
 
 
-def test_half_precision_follows_the_device_type():
-    assert tiny_enhancer().half is False  # CPU: float32 (autocast disabled)
-    assert tiny_enhancer(half=True).half is True
-    if torch.cuda.is_available():
-        assert tiny_enhancer(device="cuda").half is True
+def test_precision_is_the_setting_and_float32_by_default(astronaut):
+    """float32 unless asked (the original GFPGANer's precision, on CUDA too); bf16 reaches the networks' layers."""
+    assert tiny_enhancer().precision == "fp32"
+    face = align_face(astronaut, ASTRONAUT_FIVE)[0][None]
+    seen: list[torch.dtype] = []
+    for precision in ("fp32", "bf16"):
+        enhancer = tiny_enhancer(precision=precision)
+        conv = next(m for m in enhancer.gfpgan.modules() if isinstance(m, torch.nn.Conv2d))
+        hook = conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        out = enhancer.restore(face)
+        hook.remove()
+        assert out.dtype == np.uint8 and out.shape == face.shape
+    assert seen[0] == torch.float32 and torch.bfloat16 in seen
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the fp16 path runs only there")
 def test_fp16_on_cuda_is_close_to_float32(astronaut):
     face = align_face(astronaut, ASTRONAUT_FIVE)[0][None]
     ref = tiny_enhancer().restore(face)
-    fast = tiny_enhancer(device="cuda")
+    fast = tiny_enhancer(device="cuda", precision="fp16")
     assert np.abs(fast.restore(face).astype(int) - ref).max() <= 3
     assert fast.enhance([astronaut])[0].shape == astronaut.shape
 

@@ -262,3 +262,19 @@ def test_reference_video_file_round_trip(extractor: SourceFaceExtractor, astrona
     assert coeffs.shape == (4, 73) and np.all(np.isfinite(coeffs))
     # The crop box is fixed by the first frame, so a face moving right shows as a changing alignment shift.
     assert np.ptp(coeffs[:, 71]) > 0.5
+
+
+def test_precision_reaches_the_3dmm_regressor(official_checkpoints: CheckpointLocations,
+                                              astronaut: np.ndarray) -> None:
+    """The service's precision setting runs the reconstruction net under autocast (bf16 here, on the CPU); the
+    coefficients stay float32 and close to the exact ones."""
+    exact = SourceFaceExtractor.from_checkpoint(official_checkpoints)
+    reduced = SourceFaceExtractor.from_checkpoint(official_checkpoints, precision="bf16")
+    assert exact.precision == "fp32" and reduced.precision == "bf16"
+    seen: list[torch.dtype] = []
+    conv = next(m for m in reduced.recon.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    a = exact.extract(astronaut, "crop").coeffs73
+    b = reduced.extract(astronaut, "crop").coeffs73
+    assert seen == [torch.bfloat16]
+    assert b.dtype == np.float32 and np.isfinite(b).all() and a.shape == b.shape

@@ -10,7 +10,8 @@ adds no detail outside the face. `upscale=2` reproduces the original's geometry.
 Noise: GFPGANer draws fresh StyleGAN noise for every face (`randomize_noise=True`); on video that makes fine
 texture flicker from frame to frame, so by default we use the checkpoint's stored noise maps (deterministic,
 identical output for identical faces); `randomize_noise=True, seed=...` gives the original's behaviour.
-On CUDA the networks run under fp16 autocast (demodulation stays in float32); on CPU in float32.
+Precision is the service's setting: float32 by default everywhere, as the original GFPGANer runs; fp16/bf16 run
+the networks under autocast (meant for CUDA; demodulation stays in float32).
 Landmarks come from a `FivePointSource` callable (default: our face mesh); the original used RetinaFace's five
 points, and any detector giving them in the same order plugs in through `from_checkpoint(..., landmarks=...)`.
 """
@@ -28,6 +29,7 @@ import torch
 from sadtalker.errors import CheckpointError, InvalidInputError, NoFaceError
 from sadtalker.nets.gfpgan import GFPGANv1Clean
 from sadtalker.nets.parsenet import NON_FACE_CLASSES, ParseNet
+from sadtalker.runtime.device import Precision, autocast
 from sadtalker.weights import GFPGAN_FILE, PARSENET_FILE, CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
@@ -203,7 +205,7 @@ class FaceEnhancer:
 
     def __init__(self, gfpgan: GFPGANv1Clean, parser: ParseNet | None, landmarks: FivePointSource, *,
                  device: str | torch.device = "cpu", upscale: Literal[1, 2] = 1, batch_size: int = 4,
-                 randomize_noise: bool = False, seed: int | None = None, half: bool | None = None) -> None:
+                 randomize_noise: bool = False, seed: int | None = None, precision: Precision = "fp32") -> None:
         if upscale not in (1, 2):
             raise InvalidInputError(f"upscale must be 1 or 2; got {upscale!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -215,7 +217,7 @@ class FaceEnhancer:
         self.upscale = upscale
         self.batch_size = batch_size
         self.randomize_noise = randomize_noise
-        self.half = self.device.type == "cuda" if half is None else half
+        self.precision = precision
         self.generator: torch.Generator | None = None
         if randomize_noise and seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -233,7 +235,7 @@ class FaceEnhancer:
         Args:
             landmarks: the five-point source; default our face mesh (`MeshFivePoints`).
             use_parse: None = use ParseNet when its file is there; True = require it; False = square mask.
-            kwargs: passed to `FaceEnhancer` (upscale, batch_size, randomize_noise, seed, half).
+            kwargs: passed to `FaceEnhancer` (upscale, batch_size, randomize_noise, seed, precision).
         Raises:
             CheckpointError: a needed file is missing or does not match, naming it and the download command.
         """
@@ -289,7 +291,7 @@ class FaceEnhancer:
     def restore(self, faces: np.ndarray) -> np.ndarray:
         """(B, 512, 512, 3) aligned RGB uint8 faces -> restored faces, same layout."""
         x = _to_input(faces, self.device)  # (B, 3, 512, 512)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+        with autocast(self.device, self.precision):
             y = self.gfpgan(x, randomize_noise=self.randomize_noise, generator=self.generator)
         return _to_uint8_rgb(y)
 
@@ -299,7 +301,7 @@ class FaceEnhancer:
         if self.parser is None:
             raise InvalidInputError("this FaceEnhancer was built without the parsing network")
         x = _to_input(faces, self.device)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+        with autocast(self.device, self.precision):
             logits = self.parser(x)[0]  # (B, 19, 512, 512)
         return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
 

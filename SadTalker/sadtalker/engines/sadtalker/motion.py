@@ -16,6 +16,7 @@ from sadtalker.engines.sadtalker.mel import FPS, MelConfig, audio_windows, sampl
 from sadtalker.errors import AudioError, InvalidInputError
 from sadtalker.nets.audio2exp import Audio2Exp
 from sadtalker.nets.audio2pose import Audio2Pose
+from sadtalker.runtime.device import Precision, autocast
 from sadtalker.weights import CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class AudioToMotion:
     """Loaded ExpNet + PoseVAE; `generate` turns a clip into (T, 70) coefficients."""
 
     def __init__(self, audio2exp: Audio2Exp, audio2pose: Audio2Pose, device: torch.device,
-                 mel_config: MelConfig = MelConfig(), smoothing: SmoothingConfig = SmoothingConfig()) -> None:
+                 mel_config: MelConfig = MelConfig(), smoothing: SmoothingConfig = SmoothingConfig(),
+                 precision: Precision = "fp32") -> None:
+        self.precision = precision
         self.audio2exp = audio2exp.to(device).eval()
         self.audio2pose = audio2pose.to(device).eval()
         self.device = device
@@ -144,11 +147,11 @@ class AudioToMotion:
 
     @classmethod
     def from_checkpoint(cls, locations: CheckpointLocations, device: torch.device | str = "cpu",
-                        size: int = 256) -> "AudioToMotion":
+                        size: int = 256, precision: Precision = "fp32") -> "AudioToMotion":
         """Both networks from SadTalker_V0.0.2_<size>.safetensors (or the legacy .pth files). Raises CheckpointError."""
         exp = load(Audio2Exp(), "audio2exp", locations, size)
         pose = load(Audio2Pose(), "audio2pose", locations, size)
-        motion = cls(exp, pose, torch.device(device))
+        motion = cls(exp, pose, torch.device(device), precision=precision)
         motion.warm_up()
         return motion
 
@@ -216,8 +219,9 @@ class AudioToMotion:
 
         dev = self.device
         win_t = torch.from_numpy(windows).to(dev)
-        exp = predict_expression(self.audio2exp, win_t, torch.from_numpy(np.ascontiguousarray(ref_exp)).to(dev),
-                                 torch.from_numpy(ratio).to(dev))                # (T, 64)
+        with autocast(dev, self.precision):
+            exp = predict_expression(self.audio2exp, win_t, torch.from_numpy(np.ascontiguousarray(ref_exp)).to(dev),
+                                     torch.from_numpy(ratio).to(dev)).float()    # (T, 64)
 
         # 3. head pose: CVAE per 32-frame window, then smoothing
         if noise is None:
@@ -227,7 +231,8 @@ class AudioToMotion:
         else:
             z = torch.as_tensor(np.asarray(noise, dtype=np.float32))
         ref_pose_t = torch.from_numpy(source[POSE].copy()).to(dev)
-        pose_raw = predict_pose(self.audio2pose, win_t, ref_pose_t, int(pose_style), z)
+        with autocast(dev, self.precision):
+            pose_raw = predict_pose(self.audio2pose, win_t, ref_pose_t, int(pose_style), z)
         pose = smooth_pose(pose_raw.float().cpu().numpy(), self.smoothing)       # (T, 6)
 
         # 4. reference pose / still mode

@@ -112,8 +112,8 @@ class SadTalkerPipeline:
         dev = resolve_device(device)
         configure_precision(dev, precision)
         started = time.perf_counter()
-        face = SourceFaceExtractor.from_checkpoint(locations, device=dev)
-        motion = AudioToMotion.from_checkpoint(locations, device=dev)
+        face = SourceFaceExtractor.from_checkpoint(locations, device=dev, precision=precision)
+        motion = AudioToMotion.from_checkpoint(locations, device=dev, precision=precision)
         renderer = FaceRenderer.from_checkpoint(locations, size=256, device=dev, accel=accel,
                                                 precision=_render_precision(precision))
         renderer.mapping("crop")
@@ -225,7 +225,8 @@ class SadTalkerPipeline:
                     raise InvalidInputError("no face enhancer is loaded")
                 from sadtalker.engines.sadtalker.enhance import FaceEnhancer
 
-                self._enhancer = FaceEnhancer.from_checkpoint(self.locations, device=self.device)
+                self._enhancer = FaceEnhancer.from_checkpoint(self.locations, device=self.device,
+                                                              precision=self.precision)
             return self._enhancer
 
     def render_video(self, picture: np.ndarray, face: SourceFaceLike, coeffs: np.ndarray, audio: DrivingAudio,

@@ -21,6 +21,7 @@ from sadtalker.errors import ImageError, InvalidInputError, NoFaceError
 from sadtalker.io.image import load_image
 from sadtalker.nets.face_recon import FaceReconNet
 from sadtalker.options import Preprocess
+from sadtalker.runtime.device import Precision, autocast
 from sadtalker.weights import AWING_FILE, RETINAFACE_FILE, CheckpointLocations, load
 
 logger = logging.getLogger(__name__)
@@ -151,8 +152,10 @@ class SourceFaceExtractor:
     """
 
     def __init__(self, recon: FaceReconNet, landmarker: Landmarker, device: torch.device | str = "cpu",
-                 redetect_on_crop: bool = True, batch_size: int = 16, video_smoothing_radius: int = 2) -> None:
+                 redetect_on_crop: bool = True, batch_size: int = 16, video_smoothing_radius: int = 2,
+                 precision: Precision = "fp32") -> None:
         self.device = torch.device(device)
+        self.precision = precision
         self.recon = recon.to(self.device).eval()
         self.landmarker = landmarker
         self.redetect_on_crop = redetect_on_crop
@@ -188,7 +191,8 @@ class SourceFaceExtractor:
         face = crop_face(image, lm, preprocess, size)
         lm_crop = self.crop_landmarks(face, lm, image.shape, preprocess, size)
         aligned = align_for_recon(face.image, lm_crop)
-        full = self.recon(recon_input([aligned.image], self.device)).float().cpu().numpy()  # (1, 257)
+        with autocast(self.device, self.precision):
+            full = self.recon(recon_input([aligned.image], self.device)).float().cpu().numpy()  # (1, 257)
         return SourceFace(crop=face.image, crop_info=face.crop_info, coeffs73=coeffs_73(full, aligned.trans_params)[0],
                           coeffs257=full[0], landmarks=lm, landmarks_crop=lm_crop, aligned=aligned)
 
@@ -236,7 +240,8 @@ class SourceFaceExtractor:
 
     def _coefficients(self, crops: list[np.ndarray], tracks: list[np.ndarray]) -> np.ndarray:
         aligned = [align_for_recon(c, lm) for c, lm in zip(crops, tracks)]
-        full = self.recon(recon_input([a.image for a in aligned], self.device)).float().cpu().numpy()
+        with autocast(self.device, self.precision):
+            full = self.recon(recon_input([a.image for a in aligned], self.device)).float().cpu().numpy()
         return coeffs_73(full, np.stack([a.trans_params for a in aligned]))
 
     def _video_landmarks(self, frames: Iterator[np.ndarray], preprocess: str,
