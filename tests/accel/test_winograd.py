@@ -138,15 +138,15 @@ def test_renderer_loaded_inside_inference_mode_has_normal_weights(official_check
 def test_fast_paths_can_be_turned_off_for_the_service(official_checkpoints, monkeypatch):
     """SADTALKER_CPU_FAST_PATHS=0 (about 1 GB less memory) reaches the renderer the pipeline loads."""
     from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
-    from sadtalker.service.model_service import ServiceConfig
+    from sadtalker.service.settings import ServiceSettings
 
-    monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "0")
-    assert ServiceConfig.from_env().cpu_fast_paths is False
-    monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "1")
-    assert ServiceConfig.from_env().cpu_fast_paths is True
+    for value, wanted in (("0", False), ("1", True)):
+        monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", value)
+        settings = ServiceSettings.from_env()
+        assert settings.cpu_fast_paths is wanted and settings.accel.cpu_kernels is wanted
     monkeypatch.setenv("SADTALKER_CPU_FAST_PATHS", "maybe")  # a typo is refused, not read as on
-    with pytest.raises(InvalidInputError, match="SADTALKER_CPU_FAST_PATHS must be true or false"):
-        ServiceConfig.from_env()
+    with pytest.raises(InvalidInputError, match="SADTALKER_CPU_FAST_PATHS"):
+        ServiceSettings.from_env()
     pipeline = SadTalkerPipeline.from_checkpoint(official_checkpoints, device="cpu",
                                                  accel=AccelConfig(cpu_kernels=False))
     generator = pipeline.renderers[256].generator
