@@ -10,8 +10,8 @@ request cannot work) or "Service error:" (retry later or elsewhere).
 
 `predict_stream` takes the same inputs and streams the video while it renders: a generator whose every message is
 a JSON object {seq, offset, data (base64 bytes of a fragmented MP4 from `offset` on), size, progress, stage,
-elapsed, done, info}; appended in order, the data are a fragmented H.264/AAC MP4 (a fragment per frame),
-playable from the first fragment. The last message has done=true and the `info` that `predict` returns.
+elapsed, done, info}; appended in order, the data are a fragmented H.264/AAC MP4 (a fragment per 0.48 s, one per
+frame for the first 4), playable from the first fragment. The last message has done=true and the `info` that `predict` returns.
 """
 from __future__ import annotations
 

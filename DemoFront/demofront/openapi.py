@@ -114,9 +114,9 @@ def spec(config: Config) -> dict[str, Any]:
                                                               "410": _error("expired (JOB_RETENTION_DAYS)")}}},
             "/api/jobs/{job_id}/stream": {"get": {
                 "summary": "The video while it renders: fragmented MP4 from the first fragment to the end",
-                "description": "H.264 + AAC, a fragment per frame (a keyframe per second), sent by chunked transfer as the model service "
-                               "renders it (a queued job's request waits for its first fragment). Plays in a "
-                               "<video> element, ffplay or VLC from the URL; `curl -o out.mp4` gives a valid file. "
+                "description": "H.264 + AAC, a fragment per 0.48 s (one per frame for the first 4 frames), sent "
+                               "by chunked transfer as the model service renders it (a queued job's request waits for its first fragment). Plays in a "
+                               "<video> element from the URL (Chromium, tested); `curl -o out.mp4` gives a valid file. "
                                "A finished job's stream is the whole file at once (Range supported).",
                 "parameters": [job_id],
                 "responses": {"200": {"description": "fragmented mp4", "content": {"video/mp4": {"schema": {

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from sadtalker.io.video import remux_faststart
+from sadtalker.service.streaming import StreamChunk  # the message format (numpy and the options only: no torch)
+
 logger = logging.getLogger(__name__)
 
 STREAM_NAME = "stream.mp4"
@@ -40,9 +43,6 @@ def receive_stream(messages: Iterable[dict[str, Any]], job_dir: Path, output: Pa
                    progress: ProgressFn) -> dict[str, Any]:
     """Append the messages' bytes to the job's stream file as they arrive; when the last one (done) comes,
     remux the file into `output` and return the service's `info`. Raises StreamBroken on a gap."""
-    from sadtalker.io.video import remux_faststart
-    from sadtalker.service.streaming import StreamChunk
-
     job_dir.mkdir(parents=True, exist_ok=True)
     path, end = stream_path(job_dir), Path(job_dir) / END_NAME
     end.unlink(missing_ok=True)

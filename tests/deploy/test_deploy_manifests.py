@@ -380,7 +380,8 @@ def test_front_image_requirements_are_the_project_pins_and_cover_the_fronts_impo
     loaded = subprocess.run([sys.executable, "-c", (
         "import sys; sys.path[:0] = ['SadTalker', 'DemoFront'];"
         "import demofront, demofront.api, demofront.pages, demofront.admin, demofront.auth, demofront.health,"
-        "demofront.jobs, demofront.worker, demofront.tasks, demofront.webhooks, demofront.tts, demofront.validation;"
+        "demofront.jobs, demofront.worker, demofront.tasks, demofront.webhooks, demofront.tts, demofront.validation,"
+        "demofront.streaming, demofront.live, demofront.preview, demofront.examples;"
         "print(sorted(m for m in sys.modules if m.startswith('sadtalker.')))")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     modules = ast.literal_eval(loaded.stdout.strip().splitlines()[-1])

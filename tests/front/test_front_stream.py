@@ -91,3 +91,29 @@ def test_preview_needs_a_model_client_that_previews(tmp_path, portrait_path):
         assert reply.status_code == 501
     finally:
         app.extensions["demofront"].close()
+
+
+def test_growing_streams_hold_at_most_half_the_server_threads(tmp_path, portrait_path, speech_path):
+    import threading
+
+    gate = threading.Event()
+    app = create_app(make_config(tmp_path, f"sqlite:///{tmp_path / 's.db'}", server_threads=4),
+                     model_client=FakeModelClient(gate=gate))
+    try:
+        client = app.test_client()
+        job = client.post("/api/generate", data={"image": upload(portrait_path), "audio": upload(speech_path)},
+                          content_type="multipart/form-data").json
+        slots = app.extensions["demofront_stream_slots"]
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)  # two streams (4 threads / 2)
+        assert not slots.acquire(blocking=False)
+        refused = client.get(job["stream_url"])  # the job runs: its stream would hold a thread
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "10"
+        slots.release()
+        slots.release()
+        gate.set()
+        assert wait_for_job(client, job["id"])["status"] == "done"
+        assert client.get(job["stream_url"]).status_code == 200  # a finished job's file takes no slot
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+    finally:
+        gate.set()
+        app.extensions["demofront"].close()

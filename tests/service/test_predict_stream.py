@@ -34,7 +34,7 @@ def stream(url, image, audio, options='{"engine": "landmark"}'):
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
-    job = client.submit(handle_file(str(image)), handle_file(str(audio)), "crop", False, False, 2, 256, 0, options,
+    job = client.submit(handle_file(str(image)), handle_file(str(audio)), "crop", False, False, 2, 512, 0, options,
                         None, api_name="/predict_stream")
     for message in job:
         yield time.perf_counter(), StreamChunk.from_message(message)
@@ -54,8 +54,9 @@ def test_stream_is_a_growing_fragmented_mp4(service_url, portrait_path, long_spe
         chunks.append((at - started, chunk, bytes(body)))
     last = chunks[-1][1]
     assert last.done and last.info["engine"] == "landmark" and last.info["frames"] > 200
-    first_fragment = next(at for at, _, data in chunks if b"moof" in data and b"mdat" in data)
-    assert first_fragment < 0.5 * chunks[-1][0], "the first fragment arrives long before the end"
+    arrived, first, _ = next(c for c in chunks if b"moof" in c[2] and b"mdat" in c[2])
+    assert first.elapsed < 0.5 * last.elapsed, "the service sent the first fragment long before the end"
+    assert arrived < chunks[-1][0] and not first.done
     assert [c.progress for _, c, _ in chunks] == sorted(c.progress for _, c, _ in chunks)
     out = tmp_path / "streamed.mp4"
     out.write_bytes(body)

@@ -1,9 +1,10 @@
 """Progressive delivery: a generation's video sent while it renders, as the bytes of a fragmented MP4.
 
 The engine writes a fragmented MP4 (`sadtalker.io.video.VideoWriter` with a `.fmp4` path: an empty moov, then a
-fragment per frame, flushed as soon as the frame is encoded); `stream_generation` runs the generation in a thread and
-tails that growing file, handing out each new stretch of bytes with the progress at that moment. Appended in
-order, the chunks are the whole file, and a player can start on them from the first fragment. The Gradio endpoint
+fragment per keyframe, the first frames one each, flushed as soon as complete); `stream_generation` runs the
+generation in a thread and tails that growing file, handing out each new stretch of bytes with the progress at
+that moment. Appended in order, the chunks are the whole file, and a player can start on them from the first
+fragment. The Gradio endpoint
 `predict_stream` (SadTalker/app.py) sends each chunk as one JSON message (`StreamChunk.to_message`).
 """
 from __future__ import annotations
