@@ -22,7 +22,7 @@ def served_front(tmp_path):
     port, dead_model = free_port(), free_port()  # nothing listens on the model port: jobs fail fast
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FRONT_PORT": str(port), "DATA_DIR": str(tmp_path / "data"),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'front.db'}", "SADTALKER_URL": f"http://127.0.0.1:{dead_model}/",
-           "MODEL_RETRIES": "0", "SERVER_THREADS": "1", "READ_TIMEOUT_SECONDS": str(READ_TIMEOUT)}
+           "QUEUE_URL": "memory://", "QUEUE_MAX_RETRIES": "0", "SERVER_THREADS": "1", "READ_TIMEOUT_SECONDS": str(READ_TIMEOUT)}
     log = tmp_path / "front.log"
     proc = start(["DemoFront/app.py"], env, log)
     try:
