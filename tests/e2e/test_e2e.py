@@ -49,7 +49,8 @@ def test_generate_directly_with_gradio_client(services, portrait_path, speech_pa
     client = Client(services["model"], verbose=False)
     result = client.predict(handle_file(str(portrait_path)), handle_file(str(speech_path)), "crop", False, False, 2,
                             256, 0, api_name="/predict")
-    check_video(Path(result["video"] if isinstance(result, dict) else result), speech_path)
+    video = result[0] if isinstance(result, (list, tuple)) else result  # (video, what ran)
+    check_video(Path(video["video"] if isinstance(video, dict) else video), speech_path)
 
 
 def test_no_face_fails_the_job_with_the_reason(services, no_face_path, speech_path):
