@@ -113,3 +113,19 @@ def test_cancel_a_queued_job_and_a_running_one(cluster, portrait_path, speech_pa
     assert [s for what, s in cluster.model_calls() if what == "start"] == [501]  # the queued one never ran
     status, _ = cluster.call(front, f"/api/jobs/{running['id']}/cancel")
     assert status == 200  # cancelling again is harmless
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_job_then_exits(cluster, portrait_path, speech_path):
+    model = cluster.model("model", FAKE_SECONDS="4", FAKE_STEPS="8")
+    cluster.worker("worker", model)
+    front = cluster.front("front")
+    running = cluster.post(front, portrait_path, speech_path, seed=701)
+    waiting = cluster.post(front, portrait_path, speech_path, seed=702)
+    wait_until(lambda: cluster.job(front, running["id"])["progress"] > 0, 60, "the job to render")
+    cluster.kill("worker", signal.SIGTERM)  # returns once the process has exited
+    assert cluster.procs["worker"].returncode == 0, cluster.log("worker")
+    done = cluster.job(front, running["id"])
+    assert done["status"] == "done" and done["attempt_count"] == 1, done
+    assert cluster.job(front, waiting["id"])["status"] == "queued"  # not taken by a worker that is stopping
+    cluster.worker("worker-2", model)
+    assert cluster.wait_jobs(front, [waiting["id"]], 60)[0]["status"] == "done"
