@@ -24,8 +24,9 @@ ProgressFn = Callable[[float, str], None]
 
 
 class ModelError(Exception):
-    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs: final)
-    or 'service' (unreachable, crashed, timed out, "Service error: ...": worth a retry)."""
+    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs with
+    "Input error: ...": final) or 'service' (unreachable, crashed, timed out, "Service error: ..." or any other
+    error: worth a retry)."""
 
     kind = "service"
 
@@ -134,9 +135,10 @@ class ModelClient:
             result = job.result(timeout=0)
         except AppError as exc:
             message = str(exc.message if hasattr(exc, "message") else exc)
-            if message.startswith(SERVICE_ERROR):
-                raise ModelUnavailableError(message) from exc
-            raise ModelRejectedError(message.removeprefix(INPUT_ERROR).strip()) from exc
+            if message.startswith(INPUT_ERROR):  # the request cannot work: final
+                raise ModelRejectedError(message.removeprefix(INPUT_ERROR).strip()) from exc
+            # "Service error: ..." or anything unexpected (e.g. Gradio lost an uploaded file): worth a retry
+            raise ModelUnavailableError(message) from exc
         except Exception as exc:
             self._forget()
             raise ModelUnavailableError(f"the model service at {self.url} failed or went away during the "

@@ -37,9 +37,12 @@ def test_a_worker_killed_mid_job_is_redelivered_and_the_job_ends_done_once(clust
     cluster.worker("worker-b", model)
     done = cluster.wait_jobs(front, [job["id"]], 90)[0]
     assert done["status"] == "done" and done["error"] is None, done
-    assert done["attempt_count"] == 2
-    assert [(a["number"], a["outcome"]) for a in done["attempts"]] == [(1, "lost"), (2, "done")]
-    assert done["attempts"][0]["replica"].startswith("worker-a") and done["attempts"][1]["replica"].startswith("worker-b")
+    attempts = done["attempts"]
+    assert done["attempt_count"] == len(attempts) >= 2
+    assert (attempts[0]["outcome"], attempts[-1]["outcome"]) == ("lost", "done"), attempts
+    # between them only retries (e.g. Gradio dropped the upload it shared with the dead worker's session)
+    assert all(a["outcome"] == "retry" for a in attempts[1:-1]), attempts
+    assert attempts[0]["replica"].startswith("worker-a") and attempts[-1]["replica"].startswith("worker-b")
     assert job_dir_videos(cluster, job["id"]) == ["result.mp4"]  # exactly one video, no leftovers
 
 
