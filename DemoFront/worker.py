@@ -1,8 +1,8 @@
 """Entry point of a model worker: `python DemoFront/worker.py` takes jobs from the task queue (QUEUE_URL), one at
 a time, and runs each on the model service at SADTALKER_URL through gradio_client, writing progress and outcome to
 the jobs table (DATABASE_URL, files under DATA_DIR). Run one per model replica (in Kubernetes: a container beside
-the model service in its pod). SIGTERM: stop taking jobs; the one running is finished if it ends within the grace
-period, else it goes back to the queue."""
+the model service in its pod). SIGTERM: stop taking jobs; the one running may finish within STOP_GRACE_SECONDS,
+else it goes back to the queue (delivered again once this worker's heartbeat is missed)."""
 from __future__ import annotations
 
 import logging
@@ -24,6 +24,7 @@ from demofront.tasks import JobQueue  # noqa: E402
 from demofront.worker import JobWorker  # noqa: E402
 
 logger = logging.getLogger("demofront.worker_main")
+STOP_GRACE_SECONDS = 90  # within Kubernetes' terminationGracePeriodSeconds for the model pod (120)
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
                 config.sadtalker_url)
     stop.wait()
     logger.info("worker %s stopping", config.worker_name)
-    queue.close()
+    queue.close(grace_seconds=STOP_GRACE_SECONDS)
     db.dispose()
 
 

@@ -30,7 +30,7 @@ if __name__ == "__main__":  # first, before threads and large imports: glibc rea
 
 import gradio as gr  # noqa: E402
 
-from sadtalker.errors import InvalidInputError, TalkingHeadError  # noqa: E402
+from sadtalker.errors import CancelledError, InvalidInputError, TalkingHeadError  # noqa: E402
 from sadtalker.options import (  # noqa: E402
     ENGINE_CHOICES,
     NUM_POSE_STYLES,
@@ -81,7 +81,24 @@ def build_options(preprocess: Any, still_mode: Any, enhancer: Any, batch_size: A
     return GenerationOptions.from_mapping({**base, **extra})
 
 
-def make_predict(service: ModelService, upload_dir: Path):
+def event_still_wanted(demo: gr.Blocks) -> bool:
+    """False once the caller cancelled the Gradio job running this handler (gradio_client's `Job.cancel()`).
+    Gradio cancels the event's task, which frees its slot among the queue's active jobs, but cannot stop a sync
+    handler's thread; the handler asks this at each progress report and stops. Reads Gradio internals
+    (`LocalContext.event_id`, `Queue.active_jobs`); if they are not there, the answer is True (run to the end)."""
+    try:
+        from gradio.context import LocalContext
+
+        event_id = LocalContext.event_id.get(None)
+        active = demo._queue.active_jobs
+    except (ImportError, AttributeError):
+        return True
+    if event_id is None:  # not run through the queue (e.g. called directly)
+        return True
+    return any(getattr(event, "_id", None) == event_id for job in list(active) if job for event in job)
+
+
+def make_predict(service: ModelService, upload_dir: Path, demo: gr.Blocks | None = None):
     """The Generate handler: SadTalker's eight inputs in its order, then the optional options JSON and ref_video."""
 
     def predict(source_image: str | None, driven_audio: str | None, preprocess: str = "crop",
@@ -96,8 +113,16 @@ def make_predict(service: ModelService, upload_dir: Path):
                 raise InvalidInputError("source_image is required: upload a portrait")
             chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
             progress(0.0, desc="starting")
-            result = service.generate(image, audio, chosen, ref_video=reference,
-                                      progress=lambda fraction, stage: progress(fraction, desc=stage))
+
+            def report(fraction: float, stage: str) -> None:
+                if demo is not None and not event_still_wanted(demo):
+                    raise CancelledError("the request was cancelled by its caller")
+                progress(fraction, desc=stage)
+
+            result = service.generate(image, audio, chosen, ref_video=reference, progress=report)
+        except CancelledError as exc:
+            logger.info("generation stopped: %s", exc)
+            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
         except InvalidInputError as exc:
             logger.info("request rejected: %s", exc)
             raise gr.Error(INPUT_ERROR + str(exc)) from exc
@@ -190,7 +215,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
         inputs = [source_image, driven_audio, preprocess, still_mode, enhancer, batch_size, size, pose_style,
                   options, ref_video]
         generate.click(
-            make_predict(service, Path(demo.GRADIO_CACHE)),
+            make_predict(service, Path(demo.GRADIO_CACHE), demo),
             inputs=inputs,
             outputs=[video, info],
             api_name="predict",

@@ -58,12 +58,13 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def product_env(tmp: Path, model_port: int, front_port: int, **extra: str) -> dict[str, str]:
-    """Environment for the model service (no checkpoints: the landmark engine) and the front, all state in `tmp`."""
+    """Environment for the model service (no checkpoints: the landmark engine) and the front, all state in `tmp`.
+    The queue is in the front's process (QUEUE_URL=memory://); tests/queue runs Redis and model workers."""
     return {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False",
             "SADTALKER_PORT": str(model_port), "SADTALKER_CHECKPOINTS": str(tmp / "no-checkpoints"),
             "SADTALKER_RESULTS": str(tmp / "results"), "FRONT_PORT": str(front_port),
             "SADTALKER_URL": f"http://127.0.0.1:{model_port}/", "DATABASE_URL": f"sqlite:///{tmp / 'front.db'}",
-            "DATA_DIR": str(tmp / "data"), **extra}
+            "DATA_DIR": str(tmp / "data"), "QUEUE_URL": "memory://", **extra}  # jobs run inside the front
 
 
 def start_product(tmp: Path, procs: list[subprocess.Popen], front_ready: str = "/", **extra: str

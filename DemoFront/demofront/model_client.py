@@ -26,8 +26,9 @@ ProgressFn = Callable[[float, str], None]
 
 
 class ModelError(Exception):
-    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs: final)
-    or 'service' (unreachable, crashed, timed out, "Service error: ...": worth a retry)."""
+    """A generation did not produce a video; `kind` says whose fault: 'input' (the model refused the inputs with
+    "Input error: ...": final) or 'service' (unreachable, crashed, timed out, "Service error: ..." or any other
+    error: worth a retry)."""
 
     kind = "service"
 
@@ -239,11 +240,12 @@ class ModelClient:
 
 
 def _app_error(exc: BaseException) -> ModelError:
-    """The model service's gr.Error as ours: "Service error: ..." may be retried, anything else is the input's."""
+    """The model service's gr.Error as ours: "Input error: ..." is final; "Service error: ..." or anything
+    unexpected (e.g. Gradio lost an uploaded file) is worth a retry."""
     message = str(getattr(exc, "message", None) or exc)
-    if message.startswith(SERVICE_ERROR):
-        return ModelUnavailableError(message)
-    return ModelRejectedError(message.removeprefix(INPUT_ERROR).strip())
+    if message.startswith(INPUT_ERROR):
+        return ModelRejectedError(message.removeprefix(INPUT_ERROR).strip())
+    return ModelUnavailableError(message)
 
 
 def _short(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 
 from .db import Database
-from .models import Job, utcnow
+from .models import FINAL_STATUSES, Job, utcnow
 from .storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class RetentionSweeper:
         count = 0
         while True:
             with self.db.session() as s:
-                ids = list(s.scalars(select(Job.id).where(Job.status.in_(("done", "failed")),
+                ids = list(s.scalars(select(Job.id).where(Job.status.in_(FINAL_STATUSES),
                                                           Job.expired_at.is_(None), ended < cutoff)
                                      .order_by(Job.created_at).limit(BATCH)))
             for job_id in ids:

@@ -160,9 +160,11 @@ class JobQueue:
         workers = sum(1 for _ in client.scan_iter(f"{ns}:demofront:worker:*", count=100))
         return QueueStats(queued=queued, delayed=delayed, workers=workers)
 
-    def close(self) -> None:
-        self._heartbeat_stop.set()
+    def close(self, grace_seconds: float = 5.0) -> None:
+        """Stop consuming: running actors get `grace_seconds` to finish (the heartbeat goes on meanwhile); one still
+        running then dies with the process, unacknowledged, and its message is delivered again elsewhere."""
         for worker in self._workers:
-            worker.stop(timeout=5_000)
+            worker.stop(timeout=int(grace_seconds * 1000))
         self._workers.clear()
+        self._heartbeat_stop.set()
         self.broker.close()

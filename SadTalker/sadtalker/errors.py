@@ -43,3 +43,8 @@ class ServiceError(TalkingHeadError, RuntimeError):
 
 class OutOfMemoryError(ServiceError):
     """The device ran out of memory for this request; the message names a smaller setting that fits."""
+
+
+class CancelledError(TalkingHeadError):
+    """The caller abandoned the request (a cancelled Gradio job): the generation stopped at its next progress
+    report. Nobody is waiting for the answer."""

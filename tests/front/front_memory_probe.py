@@ -36,7 +36,7 @@ def main(data_dir: str, portrait: str, silent: str, image: str, audio: str) -> N
     from demofront.config import Config
 
     config = Config(database_url=f"sqlite:///{Path(data_dir) / 'probe.db'}", data_dir=Path(data_dir),
-                    secret_key="probe", rate_limit="off", testing=True)
+                    secret_key="probe", rate_limit="off", testing=True, queue_url="memory://")
     app = create_app(config, model_client=Unreachable())
     client = app.test_client()
     warm = post(client, Path(portrait), Path(silent))

@@ -156,3 +156,22 @@ def test_the_job_page_has_a_cancel_button_that_cancels(make_app, portrait_path, 
         assert 'id="cancel-job"' not in web.get(job["page_url"]).get_data(as_text=True)
     finally:
         gate.set()
+
+
+def test_queue_position_and_estimated_start(make_app, portrait_path, speech_path):
+    gate = threading.Event()
+    fake = FakeModelClient()
+    web = make_app(fake, workers=1).test_client()
+    first = generate(web, portrait_path, speech_path).json
+    assert first["estimated_start_at"] is None or first["status"] != "queued"  # no history yet: no estimate
+    wait_until(lambda: web.get(f"/api/jobs/{first['id']}").json["status"] == "done", 30, "a first job")
+    fake.gate, fake.started = gate, threading.Event()
+    try:
+        generate(web, portrait_path, speech_path)  # holds the one worker
+        wait_until(fake.started.is_set, 30, "the held job to start")
+        second, third = (generate(web, portrait_path, speech_path).json for _ in range(2))
+        a, b = (web.get(f"/api/jobs/{j['id']}").json for j in (second, third))
+        assert (a["queue_position"], b["queue_position"]) == (1, 2)
+        assert a["estimated_start_at"] is not None and b["estimated_start_at"] > a["estimated_start_at"]
+    finally:
+        gate.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class ColourEngine:
         self.calls = []
         self.fail_with: BaseException | None = None
         self.gate: threading.Event | None = None
+        self.pace = 0.0  # seconds per frame
+        self.frames_written: list[int] = []  # per call, however it ended
 
     def generate(self, inputs, options, output_path, progress=None):
         self.calls.append(options)
@@ -45,11 +48,17 @@ class ColourEngine:
             raise NoFaceError()
         wav = inputs.audio
         frames = round(len(wav) / 16000 * 25)
-        with VideoWriter(output_path, 64, 64, audio=wav) as writer:
-            for i in range(frames):
-                writer.write(np.full((64, 64, 3), i % 255, dtype=np.uint8))
-                if progress:
-                    progress((i + 1) / frames, "rendering")
+        written = 0
+        try:
+            with VideoWriter(output_path, 64, 64, audio=wav) as writer:
+                for i in range(frames):
+                    writer.write(np.full((64, 64, 3), i % 255, dtype=np.uint8))
+                    written += 1
+                    time.sleep(self.pace)
+                    if progress:
+                        progress((i + 1) / frames, "rendering")
+        finally:
+            self.frames_written.append(written)
         return GenerationResult(Path(output_path), self.name, frames, len(wav) / 16000, 64, 64, {"render": 0.1})
 
 
@@ -226,3 +235,30 @@ def test_a_broken_device_makes_health_fail(tmp_path, monkeypatch):
                                                                                           "memory access")))
     with pytest.raises(RuntimeError, match="illegal memory access"):
         service.health()
+
+
+def test_a_cancelled_job_stops_at_the_next_progress_report(service_url, portrait_path, speech_path):
+    """gradio_client's Job.cancel() on a running job: the handler stops rendering at its next progress report
+    (Gradio alone would let the thread run to the end), and the service takes the next request."""
+    from gradio_client import Client, handle_file
+
+    url, engine = service_url
+    engine.pace = 0.05  # ~97 frames: ~5 s
+    try:
+        before = len(engine.frames_written)
+        job = Client(url, verbose=False).submit(handle_file(str(portrait_path)), handle_file(str(speech_path)),
+                                                api_name="/predict")
+        deadline = time.monotonic() + 30
+        while not (job.status().progress_data and job.status().progress_data[-1].desc == "rendering"):
+            assert time.monotonic() < deadline, "the job did not start rendering"
+            time.sleep(0.05)
+        job.cancel()
+        while len(engine.frames_written) == before:
+            assert time.monotonic() < deadline, "the render did not stop"
+            time.sleep(0.05)
+        frames = round(len(load_audio(speech_path)) / 16000 * 25)
+        assert engine.frames_written[-1] < frames // 2, (engine.frames_written[-1], frames)
+    finally:
+        engine.pace = 0.0
+    video, ran = call(url, portrait_path, speech_path)  # the service goes on
+    assert ran["engine"] == "colour"

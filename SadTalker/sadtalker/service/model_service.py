@@ -19,7 +19,7 @@ import torch
 from sadtalker.engines.base import Engine, GenerationResult, ProgressFn
 from sadtalker.engines.ditto.weights import DittoCheckpoints
 from sadtalker.engines.registry import ENGINES, available_engines, default_engine_name, load_engine
-from sadtalker.errors import InvalidInputError, OutOfMemoryError, ServiceError, TalkingHeadError
+from sadtalker.errors import CancelledError, InvalidInputError, OutOfMemoryError, ServiceError, TalkingHeadError
 from sadtalker.io.inputs import read_inputs
 from sadtalker.options import GenerationOptions
 from sadtalker.runtime.device import resolve_device
@@ -147,6 +147,8 @@ class ModelService:
             except torch.cuda.OutOfMemoryError as exc:
                 self.failed += 1
                 raise self._out_of_memory(options, cap) from exc
+            except CancelledError:  # the caller went away; not a failure of the service
+                raise
             except TalkingHeadError:
                 self.failed += 1
                 raise
