@@ -128,9 +128,9 @@ class _Audio:
 async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
     """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol)."""
     if not hub.reserve():
-        await websocket.send_text(json.dumps({"type": "error", "error": f"all {hub.max_sessions} live sessions "
-                                                                       "are in use; try again later"}))
-        await websocket.close(CLOSE_FULL)
+        message = f"all {hub.max_sessions} live sessions are in use; try again later"
+        await websocket.send_text(json.dumps({"type": "error", "error": message}))
+        await websocket.close(CLOSE_FULL, reason=message)  # also in the close frame: a client may see only that
         return
     try:
         try:
