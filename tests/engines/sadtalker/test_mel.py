@@ -53,6 +53,6 @@ def test_too_short_audio_is_an_error():
 def test_real_speech_file(speech_path):
     from sadtalker.io.audio import load_audio
 
-    windows = mel.audio_windows(load_audio(speech_path, 16000))
+    windows = mel.audio_windows(load_audio(speech_path, sample_rate=16000))
     assert windows.shape[1:] == (80, 16) and len(windows) > 50
     assert np.isfinite(windows).all() and windows.std() > 0.1
