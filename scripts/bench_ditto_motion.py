@@ -35,7 +35,7 @@ for name in ("core", "core.models", "core.models.modules"):   # skip the package
     module.__path__ = [base + "/" + name.replace(".", "/")]
     sys.modules.setdefault(name, module)
 from core.models.modules.LMDM import LMDM
-model = LMDM(device="cpu").load_model(path)
+model = LMDM(audio_feat_dim=1103, device="cpu").load_model(path)   # the release cfg's sizes
 g = torch.Generator().manual_seed(0)
 kp, aud = torch.randn(1, 265, generator=g) * 0.05, torch.randn(1, 80, 1103, generator=g)
 for _ in range(rounds):
