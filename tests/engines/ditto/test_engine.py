@@ -164,3 +164,14 @@ def test_still_mode_keeps_the_source_head_pose():
     _, still = MotionStitcher(None, StitchOptions(stitching=False, driven_keys=("exp",)))(source, driving)
     assert not torch.allclose(moving[0], moving[1])      # the head follows the driving pose
     assert torch.allclose(still[0], still[3])            # same expression, source pose: the same keypoints
+
+
+def test_service_names_the_ditto_download_when_its_files_are_missing(tmp_path):
+    from sadtalker.service.model_service import ModelService
+
+    locations = CheckpointLocations(checkpoint_dir=tmp_path / "none", ditto_dir=tmp_path / "none" / "ditto")
+    service = ModelService(ServiceSettings(device="cpu", results_dir=tmp_path / "results", locations=locations))
+    assert service.default_engine == "landmark" and "download_models.sh --ditto" in service.engine_note
+    with pytest.raises(InvalidInputError, match="ditto engine is not available.*download_models.sh --ditto"):
+        service.engine("ditto")
+    assert service.health()["last_engine"] is None

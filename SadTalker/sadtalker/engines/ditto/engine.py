@@ -93,7 +93,8 @@ class DittoConfig:
         if wrong:
             raise CheckpointError(f"{path} describes a Ditto model this engine does not implement: {', '.join(wrong)}")
         kw = dict(cfg.get("default_kwargs") or {})
-        changed = sorted(k for k, v in kw.items() if k in UNIMPLEMENTED_DEFAULTS and not _same(v, UNIMPLEMENTED_DEFAULTS[k]))
+        changed = sorted(k for k, v in kw.items()
+                         if k in UNIMPLEMENTED_DEFAULTS and not _same(v, UNIMPLEMENTED_DEFAULTS[k]))
         unknown = sorted(k for k in kw if k not in UNIMPLEMENTED_DEFAULTS and k not in NO_EFFECT_ON_IMAGES
                          and k not in _IMPLEMENTED)
         if changed or unknown:
