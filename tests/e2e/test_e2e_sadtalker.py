@@ -63,9 +63,11 @@ def test_predict_runs_the_real_pipeline(sadtalker_service, portrait_path, three_
     client = Client(url, verbose=False)
     result = client.predict(handle_file(str(portrait_path)), handle_file(str(three_frames)), "crop", False, False, 3,
                             256, 7, api_name="/predict")
-    info = probe(Path(result["video"] if isinstance(result, dict) else result))
+    video, ran = result  # the video and what ran
+    info = probe(Path(video["video"] if isinstance(video, dict) else video))
     assert (info.video_codec, info.audio_codec) == ("h264", "aac")
     assert info.num_frames == 3 and info.width == 256, info
+    assert ran["engine"] == "sadtalker" and ran["frames"] == 3
     assert "SadTalker" in log.read_text()
 
 
