@@ -52,6 +52,7 @@ class ModelOutcome:
     engine: str | None
 
 
+STREAM_POLL_SECONDS = 0.02  # how often a stream's new fragments are looked for (adds at most this to the latency)
 INPUT_ERROR = "Input error:"  # the model service's two kinds of gr.Error (SadTalker/app.py)
 SERVICE_ERROR = "Service error:"
 
@@ -151,7 +152,18 @@ class ModelClient:
         deadline = time.monotonic() + self.timeout
 
         def messages():
-            for message in job:
+            # Polled rather than `for message in job`: gradio_client's iterator waits forever when the connection
+            # dies mid-stream (a killed model service), while the job's future does end, with the error.
+            seen = 0
+            while True:
+                finished = job.done()
+                outputs = job.outputs()
+                while seen < len(outputs):
+                    seen += 1
+                    yield outputs[seen - 1]
+                if finished:
+                    job.result(timeout=0)  # raises the service's error or the lost connection
+                    return
                 if cancelled is not None and cancelled():
                     job.cancel()
                     raise ModelCancelledError("cancelled")
@@ -159,8 +171,7 @@ class ModelClient:
                     job.cancel()
                     raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
                                                 f"{self.timeout:g} s")
-                yield message
-            job.result(timeout=60)  # the iterator ends quietly on an error: this raises it
+                time.sleep(STREAM_POLL_SECONDS)
 
         try:
             info = receive_stream(messages(), output.parent, output, progress)
