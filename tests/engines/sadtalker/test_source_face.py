@@ -268,8 +268,8 @@ def test_precision_reaches_the_3dmm_regressor(official_checkpoints: CheckpointLo
                                               astronaut: np.ndarray) -> None:
     """The service's precision setting runs the reconstruction net under autocast (bf16 here, on the CPU); the
     coefficients stay float32 and close to the exact ones."""
-    exact = SourceFaceExtractor.from_checkpoint(official_checkpoints)
-    reduced = SourceFaceExtractor.from_checkpoint(official_checkpoints, precision="bf16")
+    exact = SourceFaceExtractor.from_checkpoint(official_checkpoints, detector="facemesh")
+    reduced = SourceFaceExtractor.from_checkpoint(official_checkpoints, detector="facemesh", precision="bf16")
     assert exact.precision == "fp32" and reduced.precision == "bf16"
     seen: list[torch.dtype] = []
     conv = next(m for m in reduced.recon.modules() if isinstance(m, torch.nn.Conv2d))
