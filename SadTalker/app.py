@@ -15,6 +15,7 @@ frame for the first 4), playable from the first fragment. The last message has d
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -98,6 +99,36 @@ def event_still_wanted(demo: gr.Blocks) -> bool:
     return any(getattr(event, "_id", None) == event_id for job in list(active) if job for event in job)
 
 
+@contextlib.contextmanager
+def gradio_errors() -> Iterator[None]:
+    """Our errors as Gradio's, with the prefix that tells the front whose fault: "Input error:" (final) or
+    "Service error:" (worth a retry elsewhere; a cancelled request too)."""
+    try:
+        yield
+    except CancelledError as exc:
+        logger.info("generation stopped: %s", exc)
+        raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+    except InvalidInputError as exc:
+        logger.info("request rejected: %s", exc)
+        raise gr.Error(INPUT_ERROR + str(exc)) from exc
+    except TalkingHeadError as exc:
+        logger.warning("request failed: %s", exc)
+        raise gr.Error(SERVICE_ERROR + str(exc)) from exc
+
+
+def read_request(upload_dir: Path, source_image: str | None, driven_audio: str | None, preprocess: str,
+                 still_mode: bool, enhancer: bool, batch_size: int, size: int, pose_style: int, options: str | None,
+                 ref_video: str | None) -> tuple[Path, Path | None, Path | None, GenerationOptions]:
+    """`predict`'s and `predict_stream`'s inputs: the uploaded files (only Gradio's own) and the options."""
+    image = uploaded(source_image, upload_dir)
+    audio = uploaded(driven_audio, upload_dir)
+    reference = uploaded(ref_video, upload_dir)
+    if image is None:
+        raise InvalidInputError("source_image is required: upload a portrait")
+    chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
+    return image, audio, reference, chosen
+
+
 def make_predict(service: ModelService, upload_dir: Path, demo: gr.Blocks | None = None):
     """The Generate handler: SadTalker's eight inputs in its order, then the optional options JSON and ref_video."""
 
@@ -105,13 +136,10 @@ def make_predict(service: ModelService, upload_dir: Path, demo: gr.Blocks | None
                 still_mode: bool = False, enhancer: bool = False, batch_size: int = 2, size: int = 256,
                 pose_style: int = 0, options: str | None = None, ref_video: str | None = None,
                 progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
-        try:
-            image = uploaded(source_image, upload_dir)
-            audio = uploaded(driven_audio, upload_dir)
-            reference = uploaded(ref_video, upload_dir)
-            if image is None:
-                raise InvalidInputError("source_image is required: upload a portrait")
-            chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
+        with gradio_errors():
+            image, audio, reference, chosen = read_request(upload_dir, source_image, driven_audio, preprocess,
+                                                           still_mode, enhancer, batch_size, size, pose_style,
+                                                           options, ref_video)
             progress(0.0, desc="starting")
 
             def report(fraction: float, stage: str) -> None:
@@ -120,15 +148,6 @@ def make_predict(service: ModelService, upload_dir: Path, demo: gr.Blocks | None
                 progress(fraction, desc=stage)
 
             result = service.generate(image, audio, chosen, ref_video=reference, progress=report)
-        except CancelledError as exc:
-            logger.info("generation stopped: %s", exc)
-            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
-        except InvalidInputError as exc:
-            logger.info("request rejected: %s", exc)
-            raise gr.Error(INPUT_ERROR + str(exc)) from exc
-        except TalkingHeadError as exc:
-            logger.warning("request failed: %s", exc)
-            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
         return str(result.video_path), result.info()
 
     return predict
@@ -142,22 +161,13 @@ def make_predict_stream(service: ModelService, upload_dir: Path):
                        still_mode: bool = False, enhancer: bool = False, batch_size: int = 2, size: int = 256,
                        pose_style: int = 0, options: str | None = None, ref_video: str | None = None,
                        progress: gr.Progress = gr.Progress()) -> Iterator[dict[str, Any]]:
-        try:
-            image = uploaded(source_image, upload_dir)
-            audio = uploaded(driven_audio, upload_dir)
-            reference = uploaded(ref_video, upload_dir)
-            if image is None:
-                raise InvalidInputError("source_image is required: upload a portrait")
-            chosen = build_options(preprocess, still_mode, enhancer, batch_size, size, pose_style, options)
+        with gradio_errors():
+            image, audio, reference, chosen = read_request(upload_dir, source_image, driven_audio, preprocess,
+                                                           still_mode, enhancer, batch_size, size, pose_style,
+                                                           options, ref_video)
             for chunk in stream_generation(service, image, audio, chosen, ref_video=reference):
                 progress(chunk.progress, desc=chunk.stage)
                 yield chunk.to_message()
-        except InvalidInputError as exc:
-            logger.info("request rejected: %s", exc)
-            raise gr.Error(INPUT_ERROR + str(exc)) from exc
-        except TalkingHeadError as exc:
-            logger.warning("request failed: %s", exc)
-            raise gr.Error(SERVICE_ERROR + str(exc)) from exc
 
     return predict_stream
 

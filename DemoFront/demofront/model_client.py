@@ -164,13 +164,7 @@ class ModelClient:
                 if finished:
                     job.result(timeout=0)  # raises the service's error or the lost connection
                     return
-                if cancelled is not None and cancelled():
-                    job.cancel()
-                    raise ModelCancelledError("cancelled")
-                if time.monotonic() > deadline:
-                    job.cancel()
-                    raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
-                                                f"{self.timeout:g} s")
+                self._stop_if_asked(job, cancelled, deadline)
                 time.sleep(STREAM_POLL_SECONDS)
 
         try:
@@ -199,13 +193,7 @@ class ModelClient:
             raise ModelUnavailableError(f"the model service is unreachable at {self.url} ({_short(exc)})") from exc
         deadline = time.monotonic() + self.timeout
         while not job.done():
-            if cancelled is not None and cancelled():
-                job.cancel()
-                raise ModelCancelledError("cancelled")
-            if time.monotonic() > deadline:
-                job.cancel()
-                raise ModelUnavailableError(f"the model service at {self.url} did not finish within "
-                                            f"{self.timeout:g} s")
+            self._stop_if_asked(job, cancelled, deadline)
             self._report(job, progress)
             time.sleep(self.poll_seconds)
         try:
@@ -228,6 +216,15 @@ class ModelClient:
         except OSError:
             pass
         return ModelOutcome(engine=self.engine_in_use(options.engine))
+
+    def _stop_if_asked(self, job: Any, cancelled: Callable[[], bool] | None, deadline: float) -> None:
+        """Abandon the service's job when `cancelled()` says so or the timeout has passed."""
+        if cancelled is not None and cancelled():
+            job.cancel()
+            raise ModelCancelledError("cancelled")
+        if time.monotonic() > deadline:
+            job.cancel()
+            raise ModelUnavailableError(f"the model service at {self.url} did not finish within {self.timeout:g} s")
 
     @staticmethod
     def _report(job: Any, progress: ProgressFn) -> None:
