@@ -104,15 +104,16 @@ def test_a_full_service_says_so(live_url, portrait_path):
     held = [ws for ws, _ in held]
     try:
         ws = simple_websocket.Client.connect(live_url)
-        try:  # the error message, then the close; a client that reads late may find only the close frame
-            raw = ws.receive(timeout=30)  # generous: the two held sessions keep both cores busy
-            assert raw is not None, (ws.connected, ws.close_reason)
-            answer = json.loads(raw)
-            assert answer["type"] == "error" and "in use" in answer["error"]
-            raw = ws.receive(timeout=10)  # then the server closes
-            raise AssertionError(f"the service sent more than the refusal: {raw!r}")
-        except simple_websocket.ConnectionClosed as closed:
-            assert closed.reason == 1013 and "in use" in (closed.message or ""), (closed.reason, closed.message)
+        raw = ws.receive(timeout=30)  # generous: the two held sessions keep both cores busy
+        assert raw is not None, (ws.connected, ws.close_reason)
+        answer = json.loads(raw)
+        assert answer["type"] == "error" and "in use" in answer["error"]
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:  # then the server closes
+            ws.receive(timeout=10)
+        # 1013 with the reason when the client parses the close frame; simple_websocket reports 1005 (no status)
+        # when the server's TCP close reaches it first (seen in about one run of three here)
+        if closed.value.reason != 1005:
+            assert closed.value.reason == 1013 and "in use" in (closed.value.message or ""), closed.value
     finally:
         for ws in held:
             close(ws)
