@@ -54,7 +54,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = write_random_checkpoints(Path(tmp), seed=0, names=("warp_network", "decoder"))
         ours = {"warp_network": load_network(WarpingNetwork(), "warp_network", checkpoints).to(device),
-                "decoder": load_network(SPADEDecoder(), "decoder", checkpoints, remap=remap_spectral_norm).to(device)}
+                "decoder": load_network(build_decoder(), "decoder", checkpoints, remap=remap_spectral_norm).to(device)}
         OrigWarp, OrigDecoder = original_modules(args.upstream)
         orig_warp = OrigWarp().load_model(str(checkpoints.network_file("warp_network"))).to(device)
         orig_dec = OrigDecoder().load_model(str(checkpoints.network_file("decoder"))).to(device)

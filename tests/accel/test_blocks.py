@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from renderer_factory import tiny_renderer
 
-from sadtalker.accel import AccelConfig, accelerate, upsample
+from sadtalker.accel import AccelConfig, accelerate, is_accelerated, upsample
 from sadtalker.accel.blocks import FastSPADEDecoder, FastSPADEResnetBlock, FastUpBlock3d, mul_upsampled_
 from sadtalker.nets.render_blocks import SPADEResnetBlock, UpBlock3d
 from sadtalker.nets.spade_decoder import SPADEDecoder
@@ -86,12 +86,14 @@ def test_up_block_keeps_its_folded_kernels_on_the_cpu_path(monkeypatch) -> None:
 @pytest.mark.parametrize("config", CPU_KERNELS, ids=["structural", "cpu-kernels"])
 @pytest.mark.parametrize("fin,fout,upsample_by", [(512, 512, 1), (512, 256, 2), (256, 64, 2)],
                          ids=["G_middle", "up_0", "up_1"])
-def test_spade_resnet_block_equals_the_plain_one(config, fin, fout, upsample_by) -> None:
+@pytest.mark.parametrize("spectral_norm", [True, False], ids=["sadtalker", "ditto"])
+def test_spade_resnet_block_equals_the_plain_one(config, fin, fout, upsample_by, spectral_norm) -> None:
     """The decoder's three kinds of blocks at their real widths (label 256, hidden 128): the fast block fed the
     low-resolution input with `upsample` equals the plain block fed the upsampled input. With a learned shortcut
-    the CPU path folds conv_s into norm_s's beta."""
+    the CPU path folds conv_s into norm_s's beta: a spectral-norm conv (SadTalker) or a plain one (Ditto's folded
+    weights)."""
     torch.manual_seed(fin + fout)
-    plain = SPADEResnetBlock(fin, fout, 256, 128).eval()
+    plain = SPADEResnetBlock(fin, fout, 256, 128, spectral_norm=spectral_norm).eval()
     _spectral_vectors(plain)
     fast = accelerate(copy.deepcopy(plain), config)
     assert isinstance(fast, FastSPADEResnetBlock) and fast.learned_shortcut == (fin != fout)
@@ -116,11 +118,15 @@ def test_multiplying_by_an_upsampled_map_in_place_equals_materializing_it() -> N
 
 
 @pytest.mark.parametrize("config", CPU_KERNELS, ids=["structural", "cpu-kernels"])
-def test_decoder_equals_the_plain_one_at_real_widths(config) -> None:
-    """The whole SPADE decoder of the 256 renderer (256 -> 512 -> ... -> 64 -> 3), on an 8x8 feature map; on the
-    CPU path its twelve middle SPADE layers share one hidden-map convolution, equal to each layer's own."""
+@pytest.mark.parametrize("engine", ["sadtalker", "ditto"])
+def test_decoder_equals_the_plain_one_at_real_widths(config, engine) -> None:
+    """The whole SPADE decoder of the 256 renderer (256 -> 512 -> ... -> 64 -> 3) and Ditto's (plain convolutions,
+    pixel-shuffle head), on an 8x8 feature map; on the CPU path its twelve middle SPADE layers share one hidden-map
+    convolution, equal to each layer's own."""
+    from sadtalker.nets.ditto.spade_decoder import build_decoder
+
     torch.manual_seed(5)
-    plain = SPADEDecoder().eval()
+    plain = (SPADEDecoder() if engine == "sadtalker" else build_decoder()).eval()
     _spectral_vectors(plain)
     fast = accelerate(copy.deepcopy(plain), config)
     assert isinstance(fast, FastSPADEDecoder)
@@ -142,14 +148,19 @@ def test_decoder_equals_the_plain_one_at_real_widths(config) -> None:
         assert shared is None
 
 
-def test_accelerate_shares_the_parameters_and_keeps_the_keys() -> None:
+@pytest.mark.parametrize("network", ["sadtalker generator", "ditto warp", "ditto decoder"])
+def test_accelerate_shares_the_parameters_and_keeps_the_keys(network) -> None:
     """No copies: the swapped layers hold the very tensors the plain network was loaded with."""
+    from sadtalker.nets.ditto.spade_decoder import build_decoder
+    from sadtalker.nets.ditto.warping_network import WarpingNetwork
     from sadtalker.nets.generator import OcclusionAwareSPADEGenerator
 
-    net = OcclusionAwareSPADEGenerator()
+    net = {"sadtalker generator": OcclusionAwareSPADEGenerator, "ditto warp": WarpingNetwork,
+           "ditto decoder": build_decoder}[network]()
     before = {k: v.data_ptr() for k, v in net.state_dict().items()}
     fast = accelerate(net)
     assert {k: v.data_ptr() for k, v in fast.state_dict().items()} == before
+    assert sum(is_accelerated(m) for m in fast.modules()) >= 5
 
 
 def _inputs():

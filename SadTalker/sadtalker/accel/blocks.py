@@ -1,5 +1,5 @@
-"""Faster equivalents of the renderer's blocks (`nets/render_blocks.py`, `nets/spade_decoder.py`), swapped in by
-`accelerate`. Each computes what the plain block computes, up to float summation order.
+"""Faster equivalents of the renderers' blocks (`nets/render_blocks.py`, `nets/spade_decoder.py`: SadTalker's and
+Ditto's), swapped in by `accelerate`. Each computes what the plain block computes, up to float summation order.
 
 Any device (memory and arithmetic saved everywhere):
 - an upsampling block convolves its input at the low resolution with folded kernels (`upsample.upsampled_conv`);
@@ -64,6 +64,14 @@ class FastSpectralNormConv2d(FastBlock, SpectralNormConv2d):
             return winograd.cached_conv(self, x, (self.weight_orig, self.weight_u, self.weight_v, self.bias),
                                         self.weight, lambda: self.bias, lib=self.native.library())
         return super().forward(x)
+
+
+def conv_weight(conv: nn.Module) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """A convolution's effective weight and the tensors it is computed from (a plain conv, or a spectral-norm one:
+    SadTalker's decoder keeps spectral norm, Ditto's loader folds it)."""
+    if isinstance(conv, SpectralNormConv2d):
+        return conv.weight(), (conv.weight_orig, conv.weight_u, conv.weight_v)
+    return conv.weight, (conv.weight,)
 
 
 def upsampled_like(low: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -163,10 +171,11 @@ class FastSPADEResnetBlock(FastBlock, SPADEResnetBlock):
         norm, conv = self.norm_s, self.conv_s
         hidden = norm.hidden(seg, size)
         g, b = norm.mlp_gamma, norm.mlp_beta
-        fin, fout = g.out_channels, conv.weight_orig.shape[0]
+        shortcut_weight, shortcut_sources = conv_weight(conv)                     # (fout, fin, 1, 1)
+        fin, fout = g.out_channels, shortcut_weight.shape[0]
         if not self.fits_cpu_path(hidden, g, fin + fout):
             return conv(norm.modulate(normalized, hidden))
-        shortcut_weight = conv.weight().detach()                                  # (fout, fin, 1, 1)
+        shortcut_weight = shortcut_weight.detach()
 
         def weights() -> torch.Tensor:
             folded = torch.einsum("of,fchw->ochw", shortcut_weight[:, :, 0, 0].double(), b.weight.double())
@@ -175,9 +184,8 @@ class FastSPADEResnetBlock(FastBlock, SPADEResnetBlock):
         def biases() -> torch.Tensor:
             return torch.cat([g.bias.double(), shortcut_weight[:, :, 0, 0].double() @ b.bias.double()])
 
-        both = winograd.cached_conv(self, hidden, (g.weight, g.bias, b.weight, b.bias, conv.weight_orig,
-                                                   conv.weight_u, conv.weight_v), weights, biases, slot="shortcut",
-                                    lib=self.native.library())
+        both = winograd.cached_conv(self, hidden, (g.weight, g.bias, b.weight, b.bias, *shortcut_sources), weights,
+                                    biases, slot="shortcut", lib=self.native.library())
         scaled = mul_upsampled_(both[:, :fin].add_(1), normalized)                # n * (1 + gamma)
         out = both[:, fin:]                                                       # += conv_s(scaled), in place:
         matrix = shortcut_weight[:, :, 0, 0]                                      # a 1x1 conv is a matrix product

@@ -38,7 +38,7 @@ def load_engine(name: str, locations: CheckpointLocations, device: torch.device 
         from sadtalker.engines.ditto.engine import DittoEngine
 
         return DittoEngine.from_checkpoint(DittoCheckpoints.from_locations(locations), device=device,
-                                           precision=precision)
+                                           precision=precision, accel=accel)
     if name == "sadtalker":
         from sadtalker.engines.sadtalker.pipeline import SadTalkerPipeline
 

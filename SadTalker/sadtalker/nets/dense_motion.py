@@ -1,4 +1,5 @@
-"""Dense motion network of face-vid2vid (the original's DenseMotionNetwork, keys `generator.dense_motion_network.*`).
+"""Dense motion network of face-vid2vid (the original's DenseMotionNetwork, keys `generator.dense_motion_network.*`;
+with `DenseMotionConfig.liveportrait()`, the one inside LivePortrait's warping module that Ditto loads).
 
 From source and driving keypoints it builds K+1 candidate warps (identity plus one translation per keypoint),
 warps a compressed source feature volume with each, and lets a 3D hourglass choose per voxel (softmax mask);
@@ -15,9 +16,6 @@ from torch import nn
 
 from sadtalker.nets.render_blocks import Hourglass3d, coordinate_grid_3d
 
-KP_VARIANCE = 0.01
-MASK_FLOOR = 1e-3  # mask weights below this are zeroed before blending the warps
-
 
 @dataclass(frozen=True)
 class DenseMotionConfig:
@@ -30,6 +28,13 @@ class DenseMotionConfig:
     num_blocks: int = 5
     reshape_depth: int = 16
     compress: int = 4
+    kp_variance: float = 0.01
+    mask_floor: float | None = 1e-3   # SadTalker zeroes mask weights below this before blending; LivePortrait: None
+
+    @classmethod
+    def liveportrait(cls) -> DenseMotionConfig:
+        """LivePortrait's warping module (Ditto's `warp_network.pth`): 21 keypoints, no mask floor."""
+        return cls(num_kp=21, mask_floor=None)
 
 
 class DenseMotion(NamedTuple):
@@ -38,10 +43,10 @@ class DenseMotion(NamedTuple):
     occlusion_map: torch.Tensor  # (B, 1, H, W) in 0..1
 
 
-def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def keypoint_gaussians(kp: torch.Tensor, grid: torch.Tensor, variance: float) -> torch.Tensor:
     """(B, K, 3) keypoints on a (D, H, W, 3) grid -> (B, K, D, H, W) unnormalized Gaussians."""
     diff = grid[None, None] - kp[:, :, None, None, None, :]        # (B, K, D, H, W, 3)
-    return torch.exp(-0.5 * (diff**2).sum(-1) / KP_VARIANCE)
+    return torch.exp(-0.5 * (diff**2).sum(-1) / variance)
 
 
 class DenseMotionNetwork(nn.Module):
@@ -74,14 +79,16 @@ class DenseMotionNetwork(nn.Module):
                                sparse_motion.reshape(b * (k + 1), d, h, w, 3), align_corners=False)
         warped = warped.view(b, k + 1, c, d, h, w)                                # (B, K+1, 4, D, H, W)
 
-        heat = keypoint_gaussians(kp_driving, grid) - keypoint_gaussians(kp_source, grid)   # (B, K, D, H, W)
+        var = self.cfg.kp_variance
+        heat = keypoint_gaussians(kp_driving, grid, var) - keypoint_gaussians(kp_source, grid, var)   # (B, K, D, H, W)
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2)          # (B, K+1, 1, D, H, W)
 
         features = torch.cat([heat, warped], dim=2).view(b, -1, d, h, w)          # (B, (K+1)*5, D, H, W)
         prediction = self.hourglass(features)                                     # (B, 112, D, H, W)
 
         mask = F.softmax(self.mask(prediction), dim=1)              # (B, K+1, D, H, W)
-        weights = torch.where(mask < MASK_FLOOR, torch.zeros_like(mask), mask).unsqueeze(2)
+        floor = self.cfg.mask_floor
+        weights = (mask if floor is None else torch.where(mask < floor, torch.zeros_like(mask), mask)).unsqueeze(2)
         deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * weights).sum(dim=1)  # (B, 3, D, H, W)
         deformation = deformation.permute(0, 2, 3, 4, 1)                         # (B, D, H, W, 3)
 

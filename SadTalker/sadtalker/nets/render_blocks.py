@@ -203,16 +203,22 @@ class SPADE(nn.Module):
 
 
 class SPADEResnetBlock(nn.Module):
-    """Residual block of two spectral-norm convs, each after SPADE + LeakyReLU(0.2); learned shortcut if widths differ."""
+    """Residual block of two convs, each after SPADE + LeakyReLU(0.2); learned 1x1 shortcut if widths differ.
 
-    def __init__(self, fin: int, fout: int, label_nc: int, spade_hidden: int = 128) -> None:
+    The convolutions carry spectral norm as the official SadTalker files store it; `spectral_norm=False` makes them
+    plain convolutions, for loaders that fold W / sigma into the weight (Ditto's, engines/ditto/weights.py).
+    """
+
+    def __init__(self, fin: int, fout: int, label_nc: int, spade_hidden: int = 128,
+                 spectral_norm: bool = True) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
-        self.conv_0 = SpectralNormConv2d(fin, fmiddle, kernel_size=3, padding=1)
-        self.conv_1 = SpectralNormConv2d(fmiddle, fout, kernel_size=3, padding=1)
+        conv = SpectralNormConv2d if spectral_norm else nn.Conv2d
+        self.conv_0 = conv(fin, fmiddle, kernel_size=3, padding=1)
+        self.conv_1 = conv(fmiddle, fout, kernel_size=3, padding=1)
         if self.learned_shortcut:
-            self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
+            self.conv_s = conv(fin, fout, kernel_size=1, bias=False)
         self.norm_0 = SPADE(fin, label_nc, spade_hidden)
         self.norm_1 = SPADE(fmiddle, label_nc, spade_hidden)
         if self.learned_shortcut:

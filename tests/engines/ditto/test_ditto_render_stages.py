@@ -145,7 +145,14 @@ class _FakeWarp(torch.nn.Module):
         super().__init__()
         self.batches: list[int] = []
 
-    def forward(self, f_s, x_s, x_d):
+        self.compressed: list[torch.Tensor] = []
+
+    def compress(self, f_s):
+        self.compressed.append(f_s[:, :4])
+        return self.compressed[-1]
+
+    def forward(self, f_s, x_s, x_d, compressed=None):
+        assert compressed is self.compressed[-1]       # computed once per source, reused by every batch
         self.batches.append(x_d.shape[0])
         return x_d.mean(dim=(1, 2)).view(-1, 1, 1, 1).expand(-1, 256, 4, 4)
 
@@ -171,6 +178,7 @@ def test_frames_are_an_iterator_in_batches() -> None:
     assert first.shape == (32, 32, 3) and first.dtype == np.float32
     rest = list(frames)
     assert warp.batches == [2, 1] and len(rest) == 2
+    assert len(warp.compressed) == 1
     assert first.max() < rest[0].min() and rest[0].max() < rest[1].min() <= 255
 
 

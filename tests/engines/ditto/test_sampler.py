@@ -21,8 +21,9 @@ def test_schedule_50_steps():
 
 
 def test_step_grid_truncates_toward_zero():
-    assert DDIMSchedule.create(3).times.tolist() == [999, 665, 332]  # linspace(-1, 999, 4).int()
-    assert DDIMSchedule.create(1).times.tolist() == [999]
+    # unchecked: whether 3 steps give a NaN coefficient is float32 rounding noise, and differs between CPUs
+    assert DDIMSchedule.unchecked(3).times.tolist() == [999, 665, 332]  # linspace(-1, 999, 4).int()
+    assert DDIMSchedule.unchecked(1).times.tolist() == [999]
 
 
 def test_nan_step_counts_are_refused():

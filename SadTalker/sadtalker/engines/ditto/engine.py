@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from sadtalker.accel import AccelConfig
 from sadtalker.engines.base import GenerationInputs, GenerationResult, ProgressFn, no_progress
 from sadtalker.engines.ditto.audio_features import Encoder, HubertOnnx, hubert_features
 from sadtalker.engines.ditto.conditions import COND_DIM, DEFAULT_EMOTION, Emotion, SourceConditions, emotion_rows
@@ -178,11 +179,11 @@ class DittoEngine:
     @classmethod
     def from_checkpoint(cls, checkpoints: DittoCheckpoints, device: str | torch.device = "auto",
                         precision: Precision = "fp32", landmarker: Landmarker | None = None,
-                        steps: int | None = None) -> DittoEngine:
+                        steps: int | None = None, accel: AccelConfig | None = AccelConfig()) -> DittoEngine:
         """Load every network once from the official release folder.
 
         `precision`: fp32 (exact; the only choice on the CPU), tf32, or fp16 / bf16 autocast on CUDA. `steps`
-        overrides the config's DDIM step count.
+        overrides the config's DDIM step count. `accel`: the renderer's CPU speed paths (None: plain networks).
 
         Raises:
             CheckpointError: a file is missing (all missing ones are named, with the download command) or does not
@@ -203,7 +204,7 @@ class DittoEngine:
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         renderer = DittoRenderer(networks, precision=precision if half is not None else "fp32",
                                  landmarker=landmarker or default_landmarker(checkpoints), crop_options=config.crop,
-                                 stitch_options=config.stitch)
+                                 stitch_options=config.stitch, accel=accel)
         motion = AudioToMotion(load_lmdm(checkpoints.network_file("lmdm"), device=dev, dtype=half or torch.float32,
                                          hint=checkpoints.download_hint))
         hubert = HubertOnnx(checkpoints.hubert_file, device="cuda" if dev.type == "cuda" else "cpu")

@@ -21,12 +21,12 @@ def build_renderer_networks() -> dict[str, nn.Module]:
     """Our five renderer networks with the released configs (untrained)."""
     from sadtalker.nets.ditto.appearance_extractor import AppearanceFeatureExtractor
     from sadtalker.nets.ditto.motion_extractor import MotionExtractor
-    from sadtalker.nets.ditto.spade_decoder import SPADEDecoder
+    from sadtalker.nets.ditto.spade_decoder import build_decoder
     from sadtalker.nets.ditto.stitching_network import StitchingNetwork
     from sadtalker.nets.ditto.warping_network import WarpingNetwork
 
     return {"appearance_extractor": AppearanceFeatureExtractor(), "motion_extractor": MotionExtractor(),
-            "warp_network": WarpingNetwork(), "decoder": SPADEDecoder(), "stitch_network": StitchingNetwork()}
+            "warp_network": WarpingNetwork(), "decoder": build_decoder(), "stitch_network": StitchingNetwork()}
 
 
 def randomize_(module: nn.Module, seed: int) -> nn.Module:

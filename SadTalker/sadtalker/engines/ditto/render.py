@@ -1,7 +1,9 @@
 """Frames from driving keypoints: warp the source feature volume (warping network) and decode it (SPADE decoder).
 
 The original's WarpF3D + DecodeF3D. Frames are produced in small batches as an iterator, so memory stays flat
-whatever the clip length; f_s and x_s are computed once per source by the source stage.
+whatever the clip length; f_s and x_s are computed once per source by the source stage, and so is the dense motion
+network's compressed copy of f_s (the original recomputes it every frame). The CPU speed paths of `sadtalker.accel`
+(shared with SadTalker's renderer, which has the same blocks) are swapped in at construction.
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from sadtalker.accel import AccelConfig, accelerate
 from sadtalker.errors import InvalidInputError
-from sadtalker.nets.ditto.spade_decoder import SPADEDecoder
 from sadtalker.nets.ditto.warping_network import WarpingNetwork
+from sadtalker.nets.spade_decoder import SPADEDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +41,12 @@ class FrameRenderer:
     """f_s (1, 32, 16, 64, 64), x_s (1, 21, 3), x_d (N, 21, 3) -> N frames (512, 512, 3) float32 RGB 0..255."""
 
     def __init__(self, warp_net: WarpingNetwork, decoder: SPADEDecoder, precision: Precision = "fp32",
-                 batch_size: int = 1) -> None:
+                 batch_size: int = 1, accel: AccelConfig | None = AccelConfig()) -> None:
+        """`accel`: the speed paths, swapped into both networks in place (None: the plain networks)."""
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
+        if accel is not None:
+            warp_net, decoder = accelerate(warp_net, accel), accelerate(decoder, accel)
         self.warp_net = warp_net
         self.decoder = decoder
         self.device = next(decoder.parameters()).device
@@ -49,13 +55,22 @@ class FrameRenderer:
         self.batch_size = batch_size
 
     @torch.inference_mode()
-    def render(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
-        """One batch: (B, 21, 3) driving keypoints -> (B, 3, 512, 512) decoder output in 0..1 (float32)."""
+    def compress(self, f_s: torch.Tensor) -> torch.Tensor:
+        """The dense motion network's input volume for a source (what `render` takes as `compressed`)."""
+        with precision_context(self.precision, self.device):
+            return self.warp_net.compress(f_s.to(self.device, torch.float32))
+
+    @torch.inference_mode()
+    def render(self, f_s: torch.Tensor, x_s: torch.Tensor, x_d: torch.Tensor,
+               compressed: torch.Tensor | None = None) -> torch.Tensor:
+        """One batch: (B, 21, 3) driving keypoints -> (B, 3, 512, 512) decoder output in 0..1 (float32).
+        f_s (1, 32, 16, 64, 64) and x_s (1, 21, 3) are shared by the batch; `compressed`: `compress(f_s)`."""
         b = x_d.shape[0]
-        f_s = f_s.to(self.device, torch.float32).expand(b, -1, -1, -1, -1)
+        f_s = f_s.to(self.device, torch.float32)
         x_s = x_s.to(self.device, torch.float32).expand(b, -1, -1)
         with precision_context(self.precision, self.device):
-            feature = self.warp_net(f_s, x_s, x_d.to(self.device, torch.float32))   # (B, 256, 64, 64)
+            feature = self.warp_net(f_s, x_s, x_d.to(self.device, torch.float32),
+                                    compressed=compressed)                          # (B, 256, 64, 64)
             image = self.decoder(feature)                                           # (B, 3, 512, 512)
         return image.float()
 
@@ -66,7 +81,8 @@ class FrameRenderer:
         batch = self.batch_size if batch_size is None else batch_size
         if batch < 1:
             raise InvalidInputError(f"batch_size must be >= 1; got {batch}")
+        compressed = self.compress(f_s)
         for start in range(0, x_d.shape[0], batch):
-            images = self.render(f_s, x_s, x_d[start:start + batch])
+            images = self.render(f_s, x_s, x_d[start:start + batch], compressed)
             hwc = (images.clamp(0, 1) * 255).permute(0, 2, 3, 1).cpu().numpy()
             yield from hwc

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from sadtalker.accel import AccelConfig
 from sadtalker.engines.ditto.paste import PasteBack
 from sadtalker.engines.ditto.render import FrameRenderer, Precision
 from sadtalker.engines.ditto.source import CropOptions, Landmarker, SourceEncoder, SourceInfo, fit_source_image
@@ -20,11 +21,12 @@ logger = logging.getLogger(__name__)
 class DittoRenderer:
     def __init__(self, networks: Mapping[str, torch.nn.Module], precision: Precision = "fp32", batch_size: int = 1,
                  landmarker: Landmarker | None = None, crop_options: CropOptions | None = None,
-                 stitch_options: StitchOptions | None = None) -> None:
+                 stitch_options: StitchOptions | None = None, accel: AccelConfig | None = AccelConfig()) -> None:
+        """`accel`: the warp and decoder's CPU speed paths (see FrameRenderer)."""
         self.encoder = SourceEncoder(networks["motion_extractor"], networks["appearance_extractor"], landmarker,
                                      crop_options or CropOptions())
         self.stitcher = MotionStitcher(networks["stitch_network"], stitch_options or StitchOptions())
-        self.renderer = FrameRenderer(networks["warp_network"], networks["decoder"], precision, batch_size)
+        self.renderer = FrameRenderer(networks["warp_network"], networks["decoder"], precision, batch_size, accel)
 
     @classmethod
     def from_checkpoint(cls, checkpoints: DittoCheckpoints | None = None, device: str | torch.device = "cpu",

@@ -184,7 +184,7 @@ def load_renderer_networks(checkpoints: DittoCheckpoints) -> dict[str, nn.Module
     """The five LivePortrait networks of Ditto, built with the released configs and loaded strictly (CPU, fp32)."""
     from sadtalker.nets.ditto.appearance_extractor import AppearanceFeatureExtractor
     from sadtalker.nets.ditto.motion_extractor import MotionExtractor
-    from sadtalker.nets.ditto.spade_decoder import SPADEDecoder
+    from sadtalker.nets.ditto.spade_decoder import build_decoder
     from sadtalker.nets.ditto.stitching_network import StitchingNetwork
     from sadtalker.nets.ditto.warping_network import WarpingNetwork
 
@@ -196,7 +196,7 @@ def load_renderer_networks(checkpoints: DittoCheckpoints) -> dict[str, nn.Module
         "appearance_extractor": load_network(AppearanceFeatureExtractor(), "appearance_extractor", checkpoints),
         "motion_extractor": load_network(MotionExtractor(), "motion_extractor", checkpoints),
         "warp_network": load_network(WarpingNetwork(), "warp_network", checkpoints),
-        "decoder": load_network(SPADEDecoder(), "decoder", checkpoints, remap=remap_spectral_norm),
+        "decoder": load_network(build_decoder(), "decoder", checkpoints, remap=remap_spectral_norm),
         "stitch_network": load_network(StitchingNetwork(), "stitch_network", checkpoints),
     }
 

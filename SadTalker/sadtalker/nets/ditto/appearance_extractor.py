@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sadtalker.nets.ditto.layers import DownBlock2d, ResBlock3d, SameBlock2d
+from sadtalker.nets.render_blocks import DownBlock2d, ResBlock3d, SameBlock2d
 
 
 @dataclass(frozen=True)
