@@ -1,6 +1,8 @@
-"""Speed and memory benchmark of our SadTalker engine, optionally side by side with the original.
+"""Speed and memory benchmark of our SadTalker engine (or, with --engine ditto, our Ditto engine), optionally side
+by side with the original.
 
     python scripts/bench.py [--configs 256-crop,256-full,512-crop] [--enhancer off|on|both] [--frames N]
+    python scripts/bench.py --engine ditto [--seconds 10,60] [--render-frames 3] [--warm]   # scripts/bench_ditto.py
 
 Inputs are fixed: skimage's astronaut portrait and an espeak-ng spoken clip (~10 s; `--frames N` cuts it to N
 video frames). Weights are random, in the official layouts (compute does not depend on the values): $PARITY_DIR's
@@ -363,7 +365,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", choices=("sadtalker", "ditto"), default="sadtalker")
+    chosen, rest = engine.parse_known_args(argv)
+    if chosen.engine == "ditto":   # its own stages, options and original (bench_ditto.py's --help)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_ditto
+        return bench_ditto.main(rest)
+    args = parse_args(rest)
     if args.one:  # child: one configuration of ours, cold
         spec = json.loads(args.one)
         result = run_ours(spec["size"], spec["preprocess"], spec["enhance"], Path(spec["image"]),

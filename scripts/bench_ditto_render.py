@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "SadTalker"))
 from sadtalker.engines.ditto.random_weights import write_random_checkpoints
 from sadtalker.engines.ditto.render import FrameRenderer
 from sadtalker.engines.ditto.weights import load_network, remap_spectral_norm
-from sadtalker.nets.ditto.spade_decoder import SPADEDecoder
+from sadtalker.nets.ditto.spade_decoder import build_decoder
 from sadtalker.nets.ditto.warping_network import WarpingNetwork
 
 logger = logging.getLogger("bench_ditto_render")

@@ -74,3 +74,44 @@ def test_the_original_is_timed_only_when_its_environment_is_set(monkeypatch) -> 
     assert bench.parse_args(["--frames", "2", "--no-upstream"]).upstream is False
     monkeypatch.delenv("UPSTREAM_PYTHON")
     assert bench.parse_args([]).upstream is False
+
+
+def _bench_ditto_module():
+    spec = importlib.util.spec_from_file_location("bench_ditto_script", REPO / "scripts" / "bench_ditto.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ditto_table_compares_the_stages_both_sides_ran() -> None:
+    bench = _bench_ditto_module()
+    ours = {"seconds": 2.0, "frames": 50, "steps": 10, "threads": 2, "load": 2.0, "peak_rss_mb": 1500.0,
+            "cold": {"audio": 0.5, "source": 1.0, "motion": 5.0, "render": 6.0, "render_per_frame": 2.0,
+                     "encode": 0.3, "rendered_frames": 3}}
+    orig = {"seconds": 2.0, "frames": 50, "peak_rss_mb": 1800.0,
+            "cold": {"load_source_nets": 1.0, "load_lmdm": 1.0, "load_render_nets": 2.0, "source": 0.5,
+                     "motion": 10.0, "render": 9.0, "render_per_frame": 3.0, "rendered_frames": 3}}
+    rows = {label: (a, b) for label, a, b in bench.stage_rows(ours, orig)}
+    assert rows["load (all networks)"] == (2.0, 4.0)
+    assert rows["cold: HuBERT features"] == (0.5, None)          # the original's HuBERT is stood in: not compared
+    assert rows["cold: motion per frame"] == (0.1, 0.2)
+    assert rows["cold: comparable total (with loading)"] == (2.0 + 1 + 5 + 6, 4.0 + 0.5 + 10 + 9)
+    assert "warm: render per frame" not in rows                  # no warm pass was run
+    table = bench.format_table(ours, orig).splitlines()
+    render = next(line for line in table if line.startswith("cold: render per frame"))
+    assert render.split()[-3:] == ["2.000", "3.000", "1.50x"]
+    hubert = next(line for line in table if line.startswith("cold: HuBERT"))
+    assert hubert.split()[-3:] == ["0.500", "-", "-"]
+    alone = bench.format_table(ours, None)
+    assert "1800MB" not in alone and all(line.split()[-1] == "-" for line in alone.splitlines()[2:-1])
+
+
+def test_bench_hands_the_ditto_engine_to_its_own_script(monkeypatch) -> None:
+    bench = _bench_module()
+    seen = {}
+    module = _bench_ditto_module()
+    monkeypatch.setitem(sys.modules, "bench_ditto", module)
+    monkeypatch.setattr(module, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert bench.main(["--engine", "ditto", "--seconds", "1", "--warm"]) == 0
+    assert seen["argv"] == ["--seconds", "1", "--warm"]
