@@ -125,8 +125,10 @@ def run_one(args: argparse.Namespace, seconds: float) -> dict:
     cache = Path(args.cache)
     out: dict = {"seconds": seconds, "threads": torch.get_num_threads()}
     t = time.perf_counter()
+    from sadtalker.accel import AccelConfig
+
     engine = DittoEngine.from_checkpoint(DittoCheckpoints(release_folder(cache)), device=args.device,
-                                         steps=args.steps)
+                                         steps=args.steps, accel=AccelConfig(cpu_kernels=not args.no_fast_paths))
     out["load"] = time.perf_counter() - t
     out["steps"] = engine.config.steps
     audio = speech(seconds, cache)
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (the release config's default: 50)")
     ap.add_argument("--warm", action="store_true", help="also time a second pass with the models loaded")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-fast-paths", action="store_true",
+                    help="our renderer on torch's own CPU convolutions (less memory, slower; SADTALKER_CPU_FAST_PATHS=0)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads, both sides (default: torch's)")
     ap.add_argument("--no-upstream", dest="upstream", action="store_false",
                     help="do not run the original even when DITTO_UPSTREAM_PYTHON/DITTO_UPSTREAM_ROOT are set")
@@ -230,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(seconds), "--render-frames",
                str(args.render_frames), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                "--device", args.device, "--threads", str(args.threads), "--cache", args.cache]
-        if args.warm:
-            cmd.append("--warm")
+        cmd += ["--warm"] * args.warm + ["--no-fast-paths"] * args.no_fast_paths
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)

@@ -12,7 +12,11 @@ depend on the values), then prints one table:
 - seconds per frame and peak GPU memory at 256 and 512 for batch sizes 1, 2, 8, 32 (synchronised);
 - determinism (two CUDA runs equal) and the out-of-memory path (a capped memory fraction, an oversized batch
   refused cleanly, a normal batch working afterwards);
-- the 3DMM regressor, the face detector and the audio-to-motion networks, CPU against the device.
+- the 3DMM regressor, the face detector and the audio-to-motion networks, CPU against the device;
+- the Ditto engine: its renderer (warp + decoder, 512) per path and precision against CPU plain, seconds per frame
+  and peak GPU memory for batches 1, 4, 16, one guided LMDM clip (80 frames, 50 DDIM steps) against the CPU and
+  its seconds, and the real-time factor at 512 these give (motion + renderer per second of speech; HuBERT,
+  stitching, paste-back and encoding not included).
 With --json the measurements are also written to a file.
 """
 from __future__ import annotations
@@ -231,6 +235,108 @@ def check_other_networks(check: Check, locations: CheckpointLocations, device: t
                   d["finite"] and d["max"] <= 1e-3 * max(scale, 1.0), **d)
 
 
+def check_ditto(check: Check, folder: Path, device: torch.device, quick: bool) -> None:
+    """Ditto's renderer and LMDM: the device against CPU plain fp32, speed, and the real-time factor at 512."""
+    from sadtalker.engines.ditto.random_motion_weights import write_random_lmdm
+    from sadtalker.engines.ditto.random_weights import write_random_checkpoints
+    from sadtalker.engines.ditto.render import FrameRenderer
+    from sadtalker.engines.ditto.sampler import DDIMSampler, draw_initial_noise, draw_step_noise
+    from sadtalker.engines.ditto.weights import load_lmdm, load_network, remap_spectral_norm
+    from sadtalker.nets.ditto.spade_decoder import build_decoder
+    from sadtalker.nets.ditto.warping_network import WarpingNetwork
+
+    checkpoints = write_random_checkpoints(folder / "ditto", seed=0, names=("warp_network", "decoder"))
+    lmdm_file = write_random_lmdm(checkpoints.network_file("lmdm"))
+    cpu, cuda = torch.device("cpu"), device.type == "cuda"
+
+    def renderer(dev: torch.device, precision: str = "fp32", fast: bool = False) -> FrameRenderer:
+        warp = load_network(WarpingNetwork(), "warp_network", checkpoints).to(dev)
+        decoder = load_network(build_decoder(), "decoder", checkpoints, remap=remap_spectral_norm).to(dev)
+        return FrameRenderer(warp, decoder, precision=precision, accel=AccelConfig() if fast else None)
+
+    g = torch.Generator().manual_seed(5)
+    f_s = torch.randn(1, 32, 16, 64, 64, generator=g)
+    x_s = (torch.rand(1, 21, 3, generator=g) - 0.5) * 0.6
+    frames = 1 if quick else 4
+    x_d = x_s + 0.02 * torch.randn(frames, 21, 3, generator=g)
+    configure_precision(cpu, "fp32")
+    reference = renderer(cpu).render(f_s, x_s, x_d)
+    variants: list[tuple[str, Callable[[], FrameRenderer]]] = [("cpu fast paths", lambda: renderer(cpu, fast=True))]
+    if cuda:
+        variants += [(f"cuda {p}", lambda p=p: renderer(device, "fp32" if p == "tf32" else p, fast=True))
+                     for p in PRECISIONS]
+    for name, make in variants:
+        precision = name.split()[-1]
+        configure_precision(device if cuda else cpu, precision if precision in PRECISIONS else "fp32")
+        try:
+            got = make().render(f_s, x_s, x_d)
+        finally:
+            configure_precision(device if cuda else cpu, "fp32")
+        d = diff(got, reference)
+        tolerance = 2e-3 if precision in ("paths", "fp32") else 0.05
+        check.add("ditto frames", name, f"max {d['max']:.2e} mean {d['mean']:.2e} (0..1); finite {d['finite']}",
+                  d["finite"] and d["max"] <= tolerance, **d)
+    # speed at 512 on the device
+    per_frame: dict[str, float] = {}
+    for precision in ("fp32", "fp16") if cuda else ("fp32",):
+        configure_precision(device, precision if precision in PRECISIONS else "fp32")
+        model = renderer(device, precision, fast=True)
+        for batch in (1,) if quick else (1, 4, 16):
+            n = batch if quick else max(2 * batch, 8)
+            drive = x_s + 0.02 * torch.randn(n, 21, 3, generator=g)
+            list(model.frames(f_s, x_s, drive[:batch], batch))   # warm-up (kernels, derived weights)
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            try:
+                for _ in model.frames(f_s, x_s, drive, batch):
+                    pass
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                check.add("ditto speed", f"512 {precision} batch {batch}", "out of memory")
+                continue
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds = (time.perf_counter() - start) / n
+            per_frame[precision] = min(seconds, per_frame.get(precision, float("inf")))
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+            check.add("ditto speed", f"512 {precision} batch {batch}",
+                      f"{seconds:.4f} s/frame" + (f", peak GPU {peak:.0f} MB" if cuda else ""),
+                      seconds_per_frame=seconds, peak_gpu_mb=peak)
+        configure_precision(device, "fp32")
+        del model
+    # one LMDM clip: the device against the CPU, and its time
+    steps = 10 if quick else 50
+    shape = (1, 80, 265)
+    cond_frame, aud = torch.randn(1, 265, generator=g) * 0.05, torch.randn(1, 80, 1103, generator=g)
+    step_noise, x_T = draw_step_noise(steps, shape, g), draw_initial_noise(shape, g)
+    clips: dict[str, torch.Tensor] = {}
+    clip_seconds = float("nan")
+    for name, dev in (("cpu", cpu), (device.type, device)) if cuda else (("cpu", cpu),):
+        sampler = DDIMSampler(load_lmdm(lmdm_file, device=dev), steps)
+        with torch.inference_mode():
+            sampler.sample(cond_frame, aud, x_T, step_noise)   # warm-up
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            clips[name] = sampler.sample(cond_frame, aud, x_T, step_noise).cpu()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            clip_seconds = time.perf_counter() - start
+        check.add("ditto motion", f"LMDM clip, {steps} steps, {name}", f"{clip_seconds:.3f} s per 80-frame clip",
+                  seconds=clip_seconds)
+    if cuda:
+        d = diff(clips["cuda"], clips["cpu"])
+        check.add("ditto motion", "LMDM clip cuda vs cpu", f"max {d['max']:.2e}, finite {d['finite']}",
+                  d["finite"] and d["max"] <= 1e-3, **d)
+    # real-time factor at 512: a clip advances 70 frames (80 minus the 10 fused), 25 frames per second of speech
+    for precision, seconds in per_frame.items():
+        rtf = 25 * (clip_seconds * 50 / steps / 70 + seconds)
+        check.add("ditto RTF", f"512 {precision}" + (" (quick: steps scaled to 50)" if quick else ""),
+                  f"{rtf:.3f} (goal < 0.3 on one H100/H200-class GPU)", rtf=rtf)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu")
@@ -253,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         check_speed(check, locations, device, args.quick)
         check_determinism_and_oom(check, locations, device, args.quick)
         check_other_networks(check, locations, device)
+        check_ditto(check, Path(tmp), device, args.quick)
     header = (f"gpu_check on {name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, "
               f"{'quick' if args.quick else 'full'}, {time.perf_counter() - started:.0f} s")
     print(header)

@@ -36,7 +36,7 @@ def test_nan_step_counts_are_refused():
             refused.append(steps)
             with pytest.raises(InvalidInputError, match=f"{steps} sampling steps give a NaN"):
                 DDIMSchedule.create(steps)
-    assert 50 not in refused and len(refused) <= 3  # 5 on our CPUs (where the original's output is NaN too)
+    assert 50 not in refused and len(refused) <= 3  # 3 or 5 on the CPUs here (where the original gives NaN too)
 
 
 @pytest.mark.parametrize("steps", [0, -1, 1001, 2.5, "50", True, None])

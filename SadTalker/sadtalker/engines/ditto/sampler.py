@@ -2,8 +2,8 @@
 
 The schedule is computed with the original's float32 tensor operations in the same order: its first-step
 coefficient c = sqrt(1 - a_next - sigma^2) is float32 cancellation noise (0.00158 at 50 steps) and comes out
-NaN for a few step counts (5 on our CPUs; float64 cos rounding can move it on other platforms), which the
-original silently turns into a NaN motion; we refuse those.
+NaN for a few step counts (3 on one x86 CPU here, 5 on another: the math library's cos rounding decides), which
+the original silently turns into a NaN motion; we refuse those.
 """
 from __future__ import annotations
 
