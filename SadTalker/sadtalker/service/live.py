@@ -5,7 +5,8 @@ Protocol (version 1; also in README "Live mode"):
    "preprocess": "crop"|"extcrop"|"resize"|"full"|"extfull", "seed", "pose_style", "expression_scale", "still_mode"}
    (every field but "image" optional, GenerationOptions' rules).
 2. server -> text: {"type": "ready", "protocol": 1, "width", "height", "fps": 25, "sample_rate": 16000,
-   "mouth_box": [x0, y0, x1, y1]}, or {"type": "error", "error": ...} and a close (4400 bad input, 1013 full).
+   "mouth_box": [x0, y0, x1, y1]}, or {"type": "error", "error": ...} and a close (4400 bad input, 1013 full);
+   a full service also waits for the start message before it refuses.
 3. client -> binary: mono PCM, signed 16-bit little-endian, 16 kHz, any chunk size (20 ms is good), as captured.
 4. server -> binary, one per frame: a 20-byte header "<IQff" = frame index, audio position (samples received
    when the frame was made: it shows the 40 ms before that), jaw opening, eyelid closure; then the JPEG.
@@ -126,22 +127,26 @@ class _Audio:
 
 
 async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
-    """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol)."""
-    if not hub.reserve():
-        message = f"all {hub.max_sessions} live sessions are in use; try again later"
-        await websocket.send_text(json.dumps({"type": "error", "error": message}))
-        await websocket.close(CLOSE_FULL, reason=message)  # also in the close frame: a client may see only that
-        return
+    """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol).
+
+    Every refusal (a full service too) answers the start message, never the bare connection: frames sent right
+    behind the 101 response can reach a client in its handshake's read, where simple-websocket 1.1 leaves them
+    unparsed until more bytes come; the server then waits 10 s for a close reply that never comes and drops TCP,
+    and that client sees 1005 without the message."""
+    reserved = hub.reserve()
     try:
         try:
-            start = json.loads(await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECONDS))
+            text = await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECONDS)
+            if not reserved:
+                message = f"all {hub.max_sessions} live sessions are in use; try again later"
+                await _refuse(websocket, message, CLOSE_FULL)
+                return
+            start = json.loads(text)
             if not isinstance(start, dict) or start.get("type") != "start":
                 raise InvalidInputError("the first message must be {\"type\": \"start\", \"image\": ...}")
             animator = await asyncio.to_thread(hub.animator, start)
         except (TalkingHeadError, ValueError, asyncio.TimeoutError) as exc:
-            message = str(exc) or "no start message in time"
-            await websocket.send_text(json.dumps({"type": "error", "error": message}))
-            await websocket.close(CLOSE_BAD_INPUT)
+            await _refuse(websocket, str(exc) or "no start message in time", CLOSE_BAD_INPUT)
             return
         await websocket.send_text(json.dumps({
             "type": "ready", "protocol": PROTOCOL, "width": animator.width, "height": animator.height, "fps": FPS,
@@ -155,7 +160,14 @@ async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        hub.release()
+        if reserved:
+            hub.release()
+
+
+async def _refuse(websocket: Any, message: str, code: int) -> None:
+    """The error as a text message, then a close with the same reason (a client may see only the close)."""
+    await websocket.send_text(json.dumps({"type": "error", "error": message}))
+    await websocket.close(code, reason=message.encode()[:123].decode(errors="ignore"))  # at most 123 bytes fit
 
 
 async def _receive(websocket: Any, audio: _Audio) -> None:
