@@ -35,7 +35,7 @@ def front(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def speech_30s(long_speech_path, tmp_path_factory) -> Path:
-    """The 10 s clip three times: long enough that the job is still rendering when its stream is asked for."""
+    """The long clip (12.5 s) three times: long enough that the job still renders when its stream is asked for."""
     import soundfile
 
     path = tmp_path_factory.mktemp("clip") / "speech_30s.wav"
