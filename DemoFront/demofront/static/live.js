@@ -6,7 +6,8 @@
 (function () {
   "use strict";
   var HEADER = 24;  // <IQffI: index, audio position, jaw opening, eyelid closure, voice bytes that follow
-  var stats = window.liveStats = { blocks: [], frames: [], ready: null, errors: [], voice: window.LiveVoice.newStats() };
+  var stats = window.liveStats = { blocks: [], frames: [], ready: null, errors: [],
+                                   voice: window.LiveVoice.newStats() };
   var state = { ws: null, audio: null, stream: null, image: null, sentAt: new Map(), samples: 0, box: null,
                 voice: null, drawn: -1 };
 
