@@ -250,7 +250,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
 
 def create_app(service: ModelService):
     """FastAPI app: the Gradio UI/API at `/`, a JSON health route at `/health`, and the live mode's WebSocket at
-    `/live/ws` (sadtalker/service/live.py: 16 kHz PCM in, JPEG frames out at 25 fps, landmark engine)."""
+    `/live/ws` (sadtalker/service/live.py: 16 kHz PCM in, JPEG frames and the voice out at 25 fps, landmark engine)."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 

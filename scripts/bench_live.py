@@ -5,10 +5,11 @@
     python scripts/bench_live.py --url ws://127.0.0.1:7860/live/ws --size 512 --sessions 1,2,4,8
 
 Each session sends espeak-ng speech as 20 ms chunks of 16 kHz PCM at real-time pace, as a microphone would, and
-reads the frames. Latency: for each frame, its arrival (plus its JPEG decode) minus the moment the newest sound it
-shows was sent (the frame's header says how many samples the server had); also the lag at which the frames' jaw
-opening best correlates with the sent loudness. Capacity: sessions at once, each must receive >= 24.5 frames/s
-with under 1 % skipped.
+reads the frames (with the voice unless --no-voice). Latency: for each frame, its arrival (plus its JPEG decode)
+minus the moment the newest sound it shows was sent (the frame's header says how many samples the server had); the
+voice comes in the same message, so its latency is the same; also the lag at which the frames' jaw opening best
+correlates with the sent loudness, and whether the voice that came back is the sound sent, sample for sample.
+Capacity: sessions at once, each must receive >= 24.5 frames/s with under 1 % skipped.
 """
 from __future__ import annotations
 
@@ -45,14 +46,14 @@ def speech(folder: Path, seconds: float) -> np.ndarray:
     return np.tile(samples, reps)[: int(seconds * 16000)]
 
 
-def session(url: str, image: bytes, samples: np.ndarray, size: int, out: dict) -> None:
+def session(url: str, image: bytes, samples: np.ndarray, size: int, voice: bool, out: dict) -> None:
     import cv2
     import simple_websocket
 
     from sadtalker.service.live import HEADER
 
     ws = simple_websocket.Client.connect(url)
-    ws.send(json.dumps({"type": "start", "image": base64.b64encode(image).decode(), "size": size}))
+    ws.send(json.dumps({"type": "start", "image": base64.b64encode(image).decode(), "size": size, "voice": voice}))
     ready = json.loads(ws.receive(timeout=60))
     if ready.get("type") != "ready":
         out["error"] = ready
@@ -69,18 +70,21 @@ def session(url: str, image: bytes, samples: np.ndarray, size: int, out: dict) -
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    frames = []
+    frames, voice_parts = [], []
     while feeder.is_alive():
         message = ws.receive(timeout=2)
         if isinstance(message, (bytes, bytearray)):
             arrived = time.perf_counter()
-            index, position, opening, _ = HEADER.unpack(message[:HEADER.size])
-            cv2.imdecode(np.frombuffer(message[HEADER.size:], np.uint8), cv2.IMREAD_COLOR)
+            index, position, opening, _, voice_bytes = HEADER.unpack(message[:HEADER.size])
+            voice_parts.append(bytes(message[HEADER.size:HEADER.size + voice_bytes]))
+            cv2.imdecode(np.frombuffer(message[HEADER.size + voice_bytes:], np.uint8), cv2.IMREAD_COLOR)
             shown = time.perf_counter()
             frames.append((index, position, opening, arrived, shown))
     ws.close()
     out["frames"] = frames
     out["sent_at"] = sent_at
+    out["voice"] = b"".join(voice_parts)
+    out["pcm"] = pcm
 
 
 def analyse(result: dict, samples: np.ndarray) -> dict:
@@ -106,7 +110,10 @@ def analyse(result: dict, samples: np.ndarray) -> dict:
         if lagged.std() > 0 and opening.std() > 0:
             r = float(np.corrcoef(lagged, opening)[0, 1])
             best = max(best, (r, lag_ms))
-    return {"fps": (len(frames) - 1) / span, "skipped": skipped, "frames": len(frames),
+    last_position = frames[-1][1]
+    voice_exact = result["voice"] == result["pcm"][: 2 * last_position] if result["voice"] else None
+    return {"fps": (len(frames) - 1) / span, "skipped": skipped, "frames": len(frames), "voice_exact": voice_exact,
+            "voice_seconds": len(result["voice"]) / 32000,
             "latency_first_30s_ms": 1000 * statistics.median(latencies[:750]),
             "latency_last_30s_ms": 1000 * statistics.median(latencies[-750:]),
             "latency_p50_ms": 1000 * statistics.median(latencies),
@@ -114,9 +121,20 @@ def analyse(result: dict, samples: np.ndarray) -> dict:
             "corr_lag_ms": best[1], "corr": best[0]}
 
 
-def run(url: str, image: bytes, samples: np.ndarray, size: int, n: int) -> list[dict]:
+def voice_note(stats: list[dict]) -> str:
+    """Whether each session's voice came back identical to the sound it sent (up to its last frame)."""
+    got = [s.get("voice_exact") for s in stats]
+    if all(g is None for g in got):
+        return "off"
+    seconds = sum(s.get("voice_seconds", 0.0) for s in stats)
+    return (f"{seconds:.1f} s in all, identical to the sound sent" if all(got) else
+            f"NOT identical in {got.count(False)} of {len(got)} sessions")
+
+
+def run(url: str, image: bytes, samples: np.ndarray, size: int, voice: bool, n: int) -> list[dict]:
     results = [{} for _ in range(n)]
-    threads = [threading.Thread(target=session, args=(url, image, samples, size, results[i])) for i in range(n)]
+    threads = [threading.Thread(target=session, args=(url, image, samples, size, voice, results[i]))
+               for i in range(n)]
     for t in threads:
         t.start()
         time.sleep(0.1)
@@ -132,6 +150,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts to try")
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--no-voice", action="store_true", help="ask for frames only (\"voice\": false)")
     args = parser.parse_args()
     if not args.url and not args.start:
         parser.error("give --url or --start")
@@ -159,7 +178,7 @@ def main() -> None:
             Image.fromarray(data.astronaut()).save(buffer, format="PNG")
             samples = speech(tmp, args.seconds)
             for n in [int(x) for x in args.sessions.split(",")]:
-                stats = run(url, buffer.getvalue(), samples, args.size, n)
+                stats = run(url, buffer.getvalue(), samples, args.size, not args.no_voice, n)
                 ok = all("fps" in s and s["fps"] >= 24.5 and s["skipped"] < 0.01 * s["frames"] for s in stats)
                 fps = [round(s.get("fps", 0), 2) for s in stats]
                 p50 = statistics.median(s["latency_p50_ms"] for s in stats if "fps" in s)
@@ -172,7 +191,7 @@ def main() -> None:
                       f"{'holds 25 fps' if ok else 'does NOT hold 25 fps'}; drift: median latency in the first "
                       f"30 s {statistics.median(s['latency_first_30s_ms'] for s in stats if 'fps' in s):.0f} ms, "
                       f"in the last 30 s {statistics.median(s['latency_last_30s_ms'] for s in stats if 'fps' in s):.0f}"
-                      " ms", flush=True)
+                      f" ms; voice back: {voice_note(stats)}", flush=True)
         finally:
             stop(procs)
 

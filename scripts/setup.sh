@@ -18,7 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 # System tools from Debian: espeak-ng speaks text-to-speech input (and the tests' clips), redis-server is the task
 # queue's broker (`make run` starts one unless QUEUE_URL/REDIS_URL names a server); the test suite also drives
-# Debian's chromium (browser tests) and runs a PostgreSQL server (WITH_TEST_TOOLS=1, set by scripts/test.sh).
+# Debian's chromium (browser tests), runs a PostgreSQL server and checks the progressive stream with ffprobe and
+# ffmpeg reading its URL (WITH_TEST_TOOLS=1, set by scripts/test.sh; the product's own ffmpeg is imageio-ffmpeg's).
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -26,6 +27,7 @@ if [ "${WITH_TEST_TOOLS:-0}" = 1 ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v dot >/dev/null 2>&1 || need+=(graphviz)  # re-renders img/architecture.png from its source
+  command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)  # tests/e2e/test_e2e_stream.py
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,7 +1,9 @@
 """The live page in headless Chromium with its fake microphone fed from a speech file, against both services as
 real subprocesses (the landmark engine behind /live/ws): the portrait's mouth, measured in the drawn pixels,
 opens with the loudness of the sound the page sent, at most 200 ms later; frames come at 25 fps and the measured
-sound-to-picture latency stays under 200 ms. Screenshots at desktop and phone sizes go to artifacts/."""
+sound-to-picture latency stays under 200 ms; with "play my voice back" ticked, the voice the service returns is
+played (scheduled gaplessly, heard through an AnalyserNode) and each frame is drawn while its own sound is heard.
+Screenshots at desktop and phone sizes go to artifacts/."""
 from __future__ import annotations
 
 import json
@@ -83,6 +85,9 @@ def test_mouth_follows_the_microphone_within_200_ms(product, speech_with_pauses,
         page.wait_for_timeout(12_000)
         page.screenshot(path=str(artifacts_dir / "front_live.png"), full_page=True)
         stats = json.loads(page.evaluate("JSON.stringify(window.liveStats)"))
+        page.check("#live-voice")  # the voice now plays, and the frames wait for it
+        page.wait_for_timeout(8_000)
+        with_voice = json.loads(page.evaluate("JSON.stringify(window.liveStats)"))
         page.click("#live-stop")
         instance.close()
     assert errors == [] and stats["errors"] == [], (errors, stats["errors"])
@@ -100,6 +105,47 @@ def test_mouth_follows_the_microphone_within_200_ms(product, speech_with_pauses,
     assert 24.0 < fps < 26.0, report
     assert r > 0.5 and lag <= 200, report
     assert median_latency < 200, report
+    assert all(f[5] is None for f in stats["frames"]) and stats["voice"]["offered"] == 0, "no voice until ticked"
+    check_voice(with_voice, artifacts_dir)
+
+
+def heard_lag(parts: list, frames: np.ndarray) -> tuple[float, float]:
+    """(correlation, lag in ms) of the mouth darkness, on the context clock of the sound being heard when each frame
+    was drawn, against the loudness of the voice as scheduled (10 ms steps), shifted by -200..200 ms."""
+    times = np.concatenate([start + 0.01 * np.arange(len(loud)) for start, loud in parts])
+    loudness = np.concatenate([loud for _, loud in parts])
+    order = np.argsort(times)
+    times, loudness = times[order], loudness[order]
+    best = (-1.0, 0.0)
+    for lag in range(-200, 201, 5):
+        loud = np.interp(frames[:, 0] - lag / 1000, times, loudness)
+        r = float(np.corrcoef(loud, frames[:, 1])[0, 1])
+        best = max(best, (r, float(lag)))
+    return best
+
+
+def check_voice(stats: dict, artifacts_dir: Path) -> None:
+    """The voice plays (every part scheduled, sound at the output) and each frame shows the sound being heard."""
+    voice = stats["voice"]
+    played = [f for f in stats["frames"] if f[5] is not None]
+    settled = [f for f in played if f[5] > played[0][5] + 1.0]  # the first second: the jitter buffer fills
+    sync = np.array([f[6] for f in settled], float)
+    frames = np.array([[f[5], f[3]] for f in settled if f[3] is not None], float)
+    r, lag = heard_lag(voice["parts"], frames)
+    report = {"voice_seconds": round(voice["scheduled"] / 16000, 2), "offered": voice["offered"],
+              "dropped": voice["dropped"], "restarts": voice["restarts"], "peak": round(voice["peak"], 3),
+              "frames": len(settled), "sync_p50_ms": round(float(np.median(np.abs(sync))), 1),
+              "sync_p95_ms": round(float(np.percentile(np.abs(sync), 95)), 1), "heard_corr": round(r, 3),
+              "heard_lag_ms": lag,  # a sample is heard 40 ms after the frame whose sound ends with it is drawn:
+              "voice_latency_p50_ms": round(float(np.median([f[2] + 40 for f in settled if f[2] is not None])), 1)}
+    (artifacts_dir / "live_browser_voice_figures.json").write_text(json.dumps(report, indent=1))
+    print("live page, voice on:", report)
+    assert voice["scheduled"] > 6 * 16000 and voice["scheduled"] + voice["dropped"] == voice["offered"], report
+    assert voice["dropped"] < 0.02 * voice["offered"], report
+    assert voice["peak"] > 0.05, "the voice reaches the output"
+    assert len(settled) > 150, report
+    assert report["sync_p50_ms"] < 15 and report["sync_p95_ms"] < 45, "each frame drawn while its sound is heard"
+    assert r > 0.5 and -40 <= lag <= 60, report
 
 
 def test_pages_at_phone_size(product, speech_with_pauses, artifacts_dir):

@@ -1,11 +1,15 @@
-// The live page: microphone -> AudioWorklet (16 kHz, 20 ms blocks) -> WebSocket -> JPEG frames -> canvas.
+// The live page: microphone -> AudioWorklet (16 kHz, 20 ms blocks) -> WebSocket -> JPEG frames (and the voice,
+// protocol 2) -> canvas (and, when "play my voice back" is ticked, the speakers in step: live-voice.js).
 // window.liveStats keeps what the tests and the figures need: per 20 ms block its send time and loudness, per
-// frame its draw time, the latency from the newest sound it shows, and the darkness inside the mouth box.
+// frame its draw time, the latency from the newest sound it shows, the darkness inside the mouth box, and with the
+// voice playing the context time heard when it was drawn and how far it was from its sound; stats.voice counts.
 (function () {
   "use strict";
-  var HEADER = 20;
-  var stats = window.liveStats = { blocks: [], frames: [], ready: null, errors: [] };
-  var state = { ws: null, audio: null, stream: null, image: null, sentAt: new Map(), samples: 0, box: null };
+  var HEADER = 24;  // <IQffI: index, audio position, jaw opening, eyelid closure, voice bytes that follow
+  var stats = window.liveStats = { blocks: [], frames: [], ready: null, errors: [],
+                                   voice: window.LiveVoice.newStats() };
+  var state = { ws: null, audio: null, stream: null, image: null, sentAt: new Map(), samples: 0, box: null,
+                voice: null, drawn: -1 };
 
   function $(id) { return document.getElementById(id); }
   function say(text) { $("live-state").textContent = text; }
@@ -48,7 +52,7 @@
       ws.binaryType = "arraybuffer";
       ws.onopen = function () {
         ws.send(JSON.stringify({ type: "start", image: got[1], size: Number($("live-size").value),
-                                 still_mode: $("live-still").checked }));
+                                 still_mode: $("live-still").checked, voice: true }));  // played only if ticked
       };
       ws.onmessage = function (event) {
         if (typeof event.data === "string") { control(JSON.parse(event.data)); } else { frame(event.data); }
@@ -87,8 +91,19 @@
         var source = ctx.createMediaStreamSource(state.stream);
         var node = new AudioWorkletNode(ctx, "capture-16k");
         node.port.onmessage = function (event) { send(event.data); };
-        source.connect(node);  // not to the speakers: no echo of your own voice
+        source.connect(node);  // not to the speakers: the voice comes back only from the service, if ticked
       });
+    playVoice($("live-voice").checked);
+  }
+
+  // The voice to the speakers (in step with the frames) or not; the frames are drawn on arrival when not.
+  function playVoice(on) {
+    if (on && !state.voice && state.audio) {
+      state.voice = new window.LiveVoice(state.audio, stats.voice);
+    } else if (!on && state.voice) {
+      state.voice.close();
+      state.voice = null;
+    }
   }
 
   function send(block) {
@@ -110,23 +125,44 @@
     var index = view.getUint32(0, true);
     var position = view.getUint32(4, true) + view.getUint32(8, true) * 4294967296;
     var opening = view.getFloat32(12, true);
-    var blob = new Blob([new Uint8Array(buffer, HEADER)], { type: "image/jpeg" });
+    var voiceBytes = view.getUint32(20, true);
+    var voice = state.voice;
+    if (voice) { voice.schedule(new Int16Array(buffer, HEADER, voiceBytes / 2), position); }
+    var blob = new Blob([new Uint8Array(buffer, HEADER + voiceBytes)], { type: "image/jpeg" });
     createImageBitmap(blob).then(function (bitmap) {
-      var canvas = $("live-canvas"), ctx = canvas.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(bitmap, 0, 0);
-      var drawn = performance.now();
-      var sent = state.sentAt.get(position);
-      var latency = sent === undefined ? null : drawn - sent;
-      var dark = null;
-      if (state.box) {
-        var b = state.box, pixels = ctx.getImageData(b[0], b[1], b[2] - b[0], b[3] - b[1]).data, sum = 0;
-        for (var i = 0; i < pixels.length; i += 4) { sum += 255 - (0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2]); }
-        dark = sum / (pixels.length / 4);
+      var wait = voice && voice === state.voice ? voice.delayMs(position) : 0;
+      if (wait > 1) {
+        setTimeout(function () { draw(bitmap, index, position, opening); }, wait);
+      } else {
+        draw(bitmap, index, position, opening);
       }
-      stats.frames.push([drawn, index, latency, dark, opening]);
-      if (stats.frames.length > 30000) { stats.frames.splice(0, 15000); }
-      if (index % 25 === 0) { figures(); }
     });
+  }
+
+  function draw(bitmap, index, position, opening) {
+    if (index <= state.drawn) { return; }  // a newer frame is on screen already
+    state.drawn = index;
+    var canvas = $("live-canvas"), ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(bitmap, 0, 0);
+    var drawn = performance.now();
+    var sent = state.sentAt.get(position);
+    var latency = sent === undefined ? null : drawn - sent;
+    var dark = null;
+    if (state.box) {
+      var b = state.box, pixels = ctx.getImageData(b[0], b[1], b[2] - b[0], b[3] - b[1]).data, sum = 0;
+      for (var i = 0; i < pixels.length; i += 4) { sum += 255 - (0.299 * pixels[i] + 0.587 * pixels[i + 1] + 0.114 * pixels[i + 2]); }
+      dark = sum / (pixels.length / 4);
+    }
+    var heard = null, sync = null;
+    if (state.voice) {
+      var got = state.voice.sync(position);
+      heard = got[0];
+      sync = got[1];
+      state.voice.measure();
+    }
+    stats.frames.push([drawn, index, latency, dark, opening, heard, sync]);
+    if (stats.frames.length > 30000) { stats.frames.splice(0, 15000); }
+    if (index % 25 === 0) { figures(); }
   }
 
   function figures() {
@@ -135,12 +171,15 @@
     var span = recent.length > 1 ? (recent[recent.length - 1][0] - recent[0][0]) / 1000 : 0;
     var fps = span > 0 ? (recent.length - 1) / span : 0;
     $("live-figures").textContent = "· " + fps.toFixed(1) + " fps" +
-      (lat.length ? " · sound to picture " + Math.round(lat[Math.floor(lat.length / 2)]) + " ms" : "");
+      (lat.length ? " · sound to picture " + Math.round(lat[Math.floor(lat.length / 2)]) + " ms" : "") +
+      (state.voice ? " (with your voice, in step)" : "");
   }
 
   function stop(message) {
     if (state.ws && state.ws.readyState === WebSocket.OPEN) { state.ws.close(1000); }
+    playVoice(false);
     if (state.audio) { state.audio.close(); state.audio = null; }
+    state.drawn = -1;
     if (state.stream) { state.stream.getTracks().forEach(function (t) { t.stop(); }); state.stream = null; }
     state.ws = null;
     state.sentAt = new Map();
@@ -158,5 +197,6 @@
     $("live-image").addEventListener("change", function (e) { if (e.target.files[0]) { setImage(e.target.files[0]); } });
     $("live-start").addEventListener("click", start);
     $("live-stop").addEventListener("click", function () { stop("Stopped."); });
+    $("live-voice").addEventListener("change", function (e) { playVoice(e.target.checked); });
   });
 })();

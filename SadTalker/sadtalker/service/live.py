@@ -1,20 +1,26 @@
-"""Live mode over a WebSocket (`/live/ws` on the model service): 16 kHz PCM in, JPEG frames out at a steady 25 fps.
+"""Live mode over a WebSocket (`/live/ws` on the model service): 16 kHz PCM in, JPEG frames and the voice out at a
+steady 25 fps.
 
-Protocol (version 1; also in README "Live mode"):
+Protocol (version 2; also in README "Live protocol"):
 1. client -> text: {"type": "start", "image": <base64 of a PNG/JPEG/WebP portrait>, "size": 256|512,
-   "preprocess": "crop"|"extcrop"|"resize"|"full"|"extfull", "seed", "pose_style", "expression_scale", "still_mode"}
-   (every field but "image" optional, GenerationOptions' rules).
-2. server -> text: {"type": "ready", "protocol": 1, "width", "height", "fps": 25, "sample_rate": 16000,
-   "mouth_box": [x0, y0, x1, y1]}, or {"type": "error", "error": ...} and a close (4400 bad input, 1013 full).
+   "preprocess": "crop"|"extcrop"|"resize"|"full"|"extfull", "seed", "pose_style", "expression_scale", "still_mode",
+   "voice": true|false} (every field but "image" optional, GenerationOptions' rules; "voice" defaults to true).
+2. server -> text: {"type": "ready", "protocol": 2, "width", "height", "fps": 25, "sample_rate": 16000,
+   "mouth_box": [x0, y0, x1, y1], "voice": bool}, or {"type": "error", "error": ...} and a close (4400 bad input,
+   1013 full); a full service also waits for the start message before it refuses.
 3. client -> binary: mono PCM, signed 16-bit little-endian, 16 kHz, any chunk size (20 ms is good), as captured.
-4. server -> binary, one per frame: a 20-byte header "<IQff" = frame index, audio position (samples received
-   when the frame was made: it shows the 40 ms before that), jaw opening, eyelid closure; then the JPEG.
+4. server -> binary, one per frame: a 24-byte header "<IQffI" = frame index, audio position P (samples received
+   when the frame was made: it shows the 40 ms before that), jaw opening, eyelid closure, voice byte count V; then
+   V bytes of the voice (PCM16, the samples [P - V/2, P): all sound received since the previous frame, so the
+   frames' voice put end to end is the sound sent, each sample once); then the JPEG. V is 0 with "voice": false.
+   Play the voice gaplessly and show each frame while its sound [P - 640, P) plays: picture and sound in step.
    Frames keep coming at 25 fps whether or not sound arrives (silence: blinks and idle head motion go on).
-5. server -> text every 5 s: {"type": "stats", "frames", "dropped", "render_ms", "audio_samples"}.
-   Either side closes to end; the client may send {"type": "stop"}.
+5. server -> text every 5 s: {"type": "stats", "frames", "dropped", "render_ms", "audio_samples", "voice_samples",
+   "voice_dropped"}. Either side closes to end; the client may send {"type": "stop"}.
 
 The frame clock is the server's monotonic clock (frame n at start + n / 25 s): a late frame is skipped, never
-queued, so the picture neither drifts nor lags behind the sound however long the session.
+queued, so the picture neither drifts nor lags behind the sound however long the session. The voice of a skipped
+frame goes with the next one.
 """
 from __future__ import annotations
 
@@ -38,10 +44,12 @@ from sadtalker.io.video import FPS
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL = 1
-HEADER = struct.Struct("<IQff")
+PROTOCOL = 2
+HEADER = struct.Struct("<IQffI")      # index, audio position, jaw, eyelids, voice bytes that follow
 WINDOW = SAMPLE_RATE // FPS          # each frame shows the latest 40 ms of sound
 STALE_AUDIO_SECONDS = 0.25           # no sound for this long: silence (a paused microphone closes the mouth)
+VOICE_MAX_SAMPLES = SAMPLE_RATE      # voice waiting for a frame, at most (only a client sending faster than real
+                                     # time reaches this; the oldest goes)
 STATS_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 30.0
 CLOSE_BAD_INPUT, CLOSE_FULL = 4400, 1013
@@ -101,52 +109,76 @@ class LiveHub:
 
 
 class _Audio:
-    """The sound received so far: the latest second kept, the count of all samples, when the last came."""
+    """The sound received so far: the latest second (for the mouth), the count of all samples, when the last came,
+    and, with the voice on, the samples not yet sent back."""
 
-    def __init__(self) -> None:
+    def __init__(self, voice: bool) -> None:
         self.buffer = np.zeros(SAMPLE_RATE, np.float32)
         self.total = 0
         self.last_at = 0.0
+        self.voice = bytearray() if voice else None
+        self.voice_sent = 0
+        self.voice_dropped = 0
 
     def push(self, pcm: bytes) -> None:
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        pcm = pcm[: len(pcm) // 2 * 2]
+        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
         if samples.size == 0:
             return
+        if self.voice is not None:
+            self.voice += pcm
+            excess = len(self.voice) // 2 - VOICE_MAX_SAMPLES
+            if excess > 0:
+                del self.voice[: 2 * excess]
+                self.voice_dropped += excess
         samples = samples[-len(self.buffer):]
         self.buffer = np.roll(self.buffer, -samples.size)
         self.buffer[-samples.size:] = samples
         self.total += samples.size
         self.last_at = time.monotonic()
 
-    def window(self) -> tuple[np.ndarray, int]:
-        """The latest 40 ms (zeros when the sound stopped coming) and the sample count it ends at."""
+    def take(self) -> tuple[np.ndarray, int, bytes]:
+        """For the next frame: the latest 40 ms (zeros when the sound stopped coming), the sample count it ends at,
+        and the voice received since the previous frame (PCM16 ending at that count; empty with the voice off)."""
+        voice = b""
+        if self.voice:
+            voice = bytes(self.voice)
+            self.voice.clear()
+            self.voice_sent += len(voice) // 2
         if time.monotonic() - self.last_at > STALE_AUDIO_SECONDS:
-            return np.zeros(WINDOW, np.float32), self.total
-        return self.buffer[-WINDOW:].copy(), self.total
+            return np.zeros(WINDOW, np.float32), self.total, voice
+        return self.buffer[-WINDOW:].copy(), self.total, voice
 
 
 async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
-    """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol)."""
-    if not hub.reserve():
-        message = f"all {hub.max_sessions} live sessions are in use; try again later"
-        await websocket.send_text(json.dumps({"type": "error", "error": message}))
-        await websocket.close(CLOSE_FULL, reason=message)  # also in the close frame: a client may see only that
-        return
+    """One live session on an accepted Starlette WebSocket (see the module docstring for the protocol).
+
+    Every refusal (a full service too) answers the start message, never the bare connection: frames sent right
+    behind the 101 response can reach a client in its handshake's read, where simple-websocket 1.1 leaves them
+    unparsed until more bytes come; the server then waits 10 s for a close reply that never comes and drops TCP,
+    and that client sees 1005 without the message."""
+    reserved = hub.reserve()
     try:
         try:
-            start = json.loads(await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECONDS))
+            text = await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECONDS)
+            if not reserved:
+                message = f"all {hub.max_sessions} live sessions are in use; try again later"
+                await _refuse(websocket, message, CLOSE_FULL)
+                return
+            start = json.loads(text)
             if not isinstance(start, dict) or start.get("type") != "start":
                 raise InvalidInputError("the first message must be {\"type\": \"start\", \"image\": ...}")
+            voice = start.get("voice", True)
+            if not isinstance(voice, bool):
+                raise InvalidInputError(f"start: 'voice' must be true or false, not {voice!r}")
             animator = await asyncio.to_thread(hub.animator, start)
         except (TalkingHeadError, ValueError, asyncio.TimeoutError) as exc:
-            message = str(exc) or "no start message in time"
-            await websocket.send_text(json.dumps({"type": "error", "error": message}))
-            await websocket.close(CLOSE_BAD_INPUT)
+            await _refuse(websocket, str(exc) or "no start message in time", CLOSE_BAD_INPUT)
             return
         await websocket.send_text(json.dumps({
             "type": "ready", "protocol": PROTOCOL, "width": animator.width, "height": animator.height, "fps": FPS,
-            "sample_rate": SAMPLE_RATE, "mouth_box": list(animator.mouth_box)}))
-        audio = _Audio()
+            "sample_rate": SAMPLE_RATE, "mouth_box": list(animator.mouth_box), "voice": voice}))
+        audio = _Audio(voice)
         receiver = asyncio.create_task(_receive(websocket, audio))
         try:
             await _send_frames(websocket, animator, audio, receiver)
@@ -155,7 +187,14 @@ async def run_session(websocket: WebSocket, hub: LiveHub) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        hub.release()
+        if reserved:
+            hub.release()
+
+
+async def _refuse(websocket: Any, message: str, code: int) -> None:
+    """The error as a text message, then a close with the same reason (a client may see only the close)."""
+    await websocket.send_text(json.dumps({"type": "error", "error": message}))
+    await websocket.close(code, reason=message.encode()[:123].decode(errors="ignore"))  # at most 123 bytes fit
 
 
 async def _receive(websocket: Any, audio: _Audio) -> None:
@@ -187,17 +226,19 @@ async def _send_frames(websocket: Any, animator: Any, audio: _Audio, receiver: a
             index += skip
             dropped += skip
             continue
-        window, position = audio.window()
+        window, position, voice = audio.take()  # one step, no await: the voice ends where the window does
         t = time.perf_counter()
         frame = await asyncio.to_thread(animator.frame, window, index)
         render_total += time.perf_counter() - t
-        await websocket.send_bytes(HEADER.pack(index, position, frame.opening, frame.blink) + frame.jpeg)
+        header = HEADER.pack(index, position, frame.opening, frame.blink, len(voice))
+        await websocket.send_bytes(b"".join((header, voice, frame.jpeg)))
         sent += 1
         index += 1
         if time.monotonic() >= next_stats:
             next_stats += STATS_SECONDS
             await websocket.send_text(json.dumps({
                 "type": "stats", "frames": sent, "dropped": dropped, "audio_samples": audio.total,
+                "voice_samples": audio.voice_sent, "voice_dropped": audio.voice_dropped,
                 "render_ms": round(1000 * render_total / max(1, sent), 2)}))
 
 
