@@ -151,14 +151,21 @@ def refuse_unsupported(inputs: GenerationInputs, options: GenerationOptions) -> 
 
 
 def default_landmarker(checkpoints: DittoCheckpoints) -> Landmarker | None:
-    """The original's 106/203-point landmark models when the user has put them in place (their licence is the
-    user's matter), else None: our own face mesh (SourceEncoder's default)."""
+    """The original's 106/203-point landmark models (and its face detector, when that file is there too) when the
+    user has put them in place (their licence is the user's matter), else None: our own face mesh (SourceEncoder's
+    default)."""
     lmk106, lmk203 = checkpoints.aux_file("landmark106"), checkpoints.aux_file("landmark203")
+    det = checkpoints.aux_file("det_10g")
     if lmk106.is_file() and lmk203.is_file():
         from sadtalker.engines.ditto.official_landmarks import OfficialLandmarker
 
-        logger.info("Ditto face crop from the official landmark models %s, %s", lmk106.name, lmk203.name)
-        return OfficialLandmarker(lmk106, lmk203)
+        detector = det if det.is_file() else None
+        logger.info("Ditto face crop from the official models %s, %s; face box from %s", lmk106.name, lmk203.name,
+                    det.name if detector else "our BlazeFace detector (det_10g.onnx not found)")
+        return OfficialLandmarker(lmk106, lmk203, detector)
+    if det.is_file():
+        logger.warning("%s is in place but %s and %s are not: the official face crop needs all three; using our "
+                       "face mesh", det, lmk106.name, lmk203.name)
     return None
 
 

@@ -2,8 +2,9 @@
 203 points (LivePortrait landmark203.onnx), through onnxruntime when those official files are present.
 
 The geometry around the two models is the original's (and is checked against the golden data with the models'
-outputs given); the face box comes from our BlazeFace detector, not InsightFace's det_10g (whose boxes are drawn a
-little differently; the 106-point model sees a 1.5x crop around the box and tolerates that).
+outputs given). The face box comes from InsightFace's det_10g.onnx when that file is in place too (face_detector.py,
+the original's decoding), else from our BlazeFace detector (boxes drawn a little differently; the 106-point model
+sees a 1.5x crop around the box and tolerates that).
 """
 from __future__ import annotations
 
@@ -66,12 +67,14 @@ def landmark203_points(raw: np.ndarray, m_c2o: np.ndarray) -> np.ndarray:
 
 
 class OfficialLandmarker:
-    """Crop landmarks from the official 106/203-point ONNX models; eye landmarks (478) from our face mesh + iris
-    (the original's MediaPipe face_landmarker.task is not used)."""
+    """Crop landmarks from the official 106/203-point ONNX models, the face box from the official detector when
+    given (else our BlazeFace); eye landmarks (478) from our face mesh + iris (the original's MediaPipe
+    face_landmarker.task is not used)."""
 
-    def __init__(self, landmark106_path: Path, landmark203_path: Path) -> None:
+    def __init__(self, landmark106_path: Path, landmark203_path: Path, detector_path: Path | None = None) -> None:
         import onnxruntime
 
+        from sadtalker.engines.ditto.face_detector import InsightFaceDetector
         from sadtalker.engines.ditto.face_landmarks import MeshLandmarker
 
         for path in (landmark106_path, landmark203_path):
@@ -81,12 +84,19 @@ class OfficialLandmarker:
         self.lmk106 = onnxruntime.InferenceSession(str(landmark106_path), providers=options)
         self.lmk203 = onnxruntime.InferenceSession(str(landmark203_path), providers=options)
         self.mesh = MeshLandmarker()
+        self.detector = InsightFaceDetector(detector_path) if detector_path is not None else None
 
-    def crop_landmarks(self, image: np.ndarray) -> CropLandmarks:
+    def face_box(self, image: np.ndarray) -> np.ndarray:
+        """x0, y0, x1, y1 of the face the crop follows (the largest one for the official detector)."""
+        if self.detector is not None:
+            return self.detector.box(image)
         faces = self.mesh.mesh.detect(image)
         if not faces:
             raise NoFaceError()
-        blob, affine = landmark106_input(image, faces[0].box)
+        return np.asarray(faces[0].box)
+
+    def crop_landmarks(self, image: np.ndarray) -> CropLandmarks:
+        blob, affine = landmark106_input(image, self.face_box(image))
         raw106 = self.lmk106.run(None, {self.lmk106.get_inputs()[0].name: blob})[0]
         lmk106 = landmark106_points(raw106, affine)
         inp, m_c2o = landmark203_input(image, lmk106)
