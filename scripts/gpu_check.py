@@ -138,6 +138,24 @@ def check_renderer(check: Check, locations: CheckpointLocations, device: torch.d
                   f"{u['mean']:.3f} (uint8 levels); finite {f['finite']}", ok, float=f, uint8=u)
 
 
+def timed(device: torch.device, run: Callable[[], object]) -> tuple[float, float] | None:
+    """(seconds, peak GPU MB or NaN) of `run()`, synchronised on CUDA; None when it ran out of device memory (the
+    cache is emptied so the next case starts clean)."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        run()
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+
+
 def check_speed(check: Check, locations: CheckpointLocations, device: torch.device, quick: bool) -> None:
     sizes = (256,) if quick else (256, 512)
     batches = (1, 2) if quick else (1, 2, 8, 32)
@@ -150,20 +168,11 @@ def check_speed(check: Check, locations: CheckpointLocations, device: torch.devi
             target, source = coefficient_rows(frames)
             image = synthetic_crop(pixels)
             render_frames(renderer, image, target[:batch], source, batch)   # warm-up (kernels, caches)
-            if cuda:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
-            try:
-                render_frames(renderer, image, target, source, batch)
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
+            result = timed(device, lambda: render_frames(renderer, image, target, source, batch))
+            if result is None:
                 check.add("speed", f"{size} batch {batch}", "out of memory")
                 continue
-            if cuda:
-                torch.cuda.synchronize(device)
-            per_frame = (time.perf_counter() - start) / frames
-            peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+            per_frame, peak = result[0] / frames, result[1]
             label = f"{size} batch {batch}" + (f" ({pixels}px input)" if quick else "")
             check.add("speed", label, f"{per_frame:.4f} s/frame, peak GPU {peak:.0f} MB" if cuda else
                       f"{per_frame:.4f} s/frame", seconds_per_frame=per_frame, peak_gpu_mb=peak)
@@ -285,22 +294,12 @@ def check_ditto(check: Check, folder: Path, device: torch.device, quick: bool) -
             n = batch if quick else max(2 * batch, 8)
             drive = x_s + 0.02 * torch.randn(n, 21, 3, generator=g)
             list(model.frames(f_s, x_s, drive[:batch], batch))   # warm-up (kernels, derived weights)
-            if cuda:
-                torch.cuda.synchronize(device)
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
-            try:
-                for _ in model.frames(f_s, x_s, drive, batch):
-                    pass
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
+            result = timed(device, lambda: list(model.frames(f_s, x_s, drive, batch)))
+            if result is None:
                 check.add("ditto speed", f"512 {precision} batch {batch}", "out of memory")
                 continue
-            if cuda:
-                torch.cuda.synchronize(device)
-            seconds = (time.perf_counter() - start) / n
+            seconds, peak = result[0] / n, result[1]
             per_frame[precision] = min(seconds, per_frame.get(precision, float("inf")))
-            peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
             check.add("ditto speed", f"512 {precision} batch {batch}",
                       f"{seconds:.4f} s/frame" + (f", peak GPU {peak:.0f} MB" if cuda else ""),
                       seconds_per_frame=seconds, peak_gpu_mb=peak)
