@@ -144,9 +144,11 @@ def test_cancel_queued_and_running(make_app, portrait_path, speech_path):
 
 def test_the_job_page_has_a_cancel_button_that_cancels(make_app, portrait_path, speech_path):
     gate = threading.Event()
-    web = make_app(FakeModelClient(gate=gate), workers=1).test_client()
+    fake = FakeModelClient(gate=gate)
+    web = make_app(fake, workers=1).test_client()
     try:
-        generate(web, portrait_path, speech_path)  # holds the one worker
+        generate(web, portrait_path, speech_path)  # holds the one worker once it has started
+        wait_until(fake.started.is_set, 30, "the first job to start")  # else the worker may take the second first
         job = generate(web, portrait_path, speech_path).json
         page = web.get(job["page_url"]).get_data(as_text=True)
         assert 'id="cancel-job"' in page
