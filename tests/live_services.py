@@ -83,6 +83,17 @@ def start_product(tmp: Path, procs: list[subprocess.Popen], front_ready: str = "
 
 
 @contextlib.contextmanager
+def running_product(tmp: Path, front_ready: str = "/", **extra: str) -> Iterator[tuple[str, str]]:
+    """`start_product` for a `with` block: yields (model URL, front URL) and stops both services on leaving,
+    also when the second one fails to start."""
+    procs: list[subprocess.Popen] = []
+    try:
+        yield start_product(tmp, procs, front_ready, **extra)
+    finally:
+        stop(procs)
+
+
+@contextlib.contextmanager
 def serve_in_thread(app: object, port: int) -> Iterator[str]:
     """An ASGI app (e.g. the model service's Gradio app) on 127.0.0.1:`port` in a daemon thread; yields its URL."""
     import uvicorn

@@ -5,7 +5,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from live_services import multipart, post_job, start_product, stop, wait_job
+from live_services import multipart, post_job, running_product, wait_job
 
 from sadtalker.io.audio import load_audio
 from sadtalker.io.video import probe
@@ -16,12 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    procs: list = []
-    try:
-        model, front = start_product(tmp, procs)
+    with running_product(tmp) as (model, front):
         yield {"model": model, "front": front, "tmp": tmp}
-    finally:
-        stop(procs)
 
 
 def check_video(path: Path, audio: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from live_services import ROOT, free_port, post_job, start, start_product, stop, wait_for, wait_job
+from live_services import ROOT, free_port, post_job, running_product, start, stop, wait_for, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FRAMES = 3
@@ -124,13 +124,9 @@ def test_inference_cli_names_missing_ditto_files(portrait_path, three_frames, tm
 @pytest.fixture(scope="module")
 def ditto_product(ditto_release, tmp_path_factory):
     """Both services as a user starts them (`SadTalker/app.py`, `DemoFront/app.py`), Ditto's files in place."""
-    procs: list = []
-    try:
-        _, front = start_product(tmp_path_factory.mktemp("e2e_ditto_front"), procs,
-                                 SADTALKER_DITTO_CHECKPOINTS=str(ditto_release), SADTALKER_DEVICE="cpu")
+    with running_product(tmp_path_factory.mktemp("e2e_ditto_front"), SADTALKER_DITTO_CHECKPOINTS=str(ditto_release),
+                         SADTALKER_DEVICE="cpu") as (_, front):
         yield front
-    finally:
-        stop(procs)
 
 
 @pytest.mark.parametrize("engine, preprocess, size, shape", [

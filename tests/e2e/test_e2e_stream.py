@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_services import post_job, start_product, stop, wait_job
+from live_services import post_job, running_product, wait_job
 
 from sadtalker.io.audio import load_audio
 
@@ -26,11 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
-    procs: list = []
-    try:
-        yield start_product(tmp_path_factory.mktemp("e2e-stream"), procs)[1]
-    finally:
-        stop(procs)
+    with running_product(tmp_path_factory.mktemp("e2e-stream")) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")

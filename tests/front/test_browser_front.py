@@ -141,11 +141,9 @@ def test_sign_up_generate_watch_play_history_delete(live_front, page, portrait_p
 def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, tmp_path, artifacts_dir):
     """Both services as real subprocesses (the landmark engine behind the front, over HTTP): a signed-up user
     makes a talking video on the page and plays it."""
-    from live_services import start_product, stop
+    from live_services import running_product
 
-    procs: list = []
-    try:
-        _, base = start_product(tmp_path, procs)
+    with running_product(tmp_path) as (_, base):
         page.goto(base + "/signup")
         page.fill("input[name=username]", "collins")
         page.fill("input[name=password]", "columbia 1999 sts-93")
@@ -165,8 +163,6 @@ def test_the_page_with_the_real_model_service(page, portrait_path, speech_path, 
         page.wait_for_function("() => document.getElementById('job-video').currentTime > 0.5", timeout=15_000)
         page.evaluate("document.getElementById('job-video').pause()")
         page.screenshot(path=str(artifacts_dir / "front_job_page_landmark.png"), full_page=True)
-    finally:
-        stop(procs)
 
 
 @pytest.fixture

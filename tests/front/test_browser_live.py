@@ -40,13 +40,10 @@ def speech_with_pauses(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def product(tmp_path_factory):
-    from live_services import start_product, stop
+    from live_services import running_product
 
-    procs: list = []
-    try:
-        yield start_product(tmp_path_factory.mktemp("live-product"), procs)[1]
-    finally:
-        stop(procs)
+    with running_product(tmp_path_factory.mktemp("live-product")) as (_, front):
+        yield front
 
 
 def browser(pw, wav: Path, viewport: dict, mobile: bool = False):
