@@ -117,6 +117,7 @@ def run_one(args: argparse.Namespace, seconds: float) -> dict:
     """In this process: load, then every stage once (twice with --warm); seconds per stage and the peak RSS."""
     import torch
 
+    from sadtalker.accel import AccelConfig
     from sadtalker.engines.ditto.engine import DittoEngine
     from sadtalker.engines.ditto.weights import DittoCheckpoints
 
@@ -125,8 +126,6 @@ def run_one(args: argparse.Namespace, seconds: float) -> dict:
     cache = Path(args.cache)
     out: dict = {"seconds": seconds, "threads": torch.get_num_threads()}
     t = time.perf_counter()
-    from sadtalker.accel import AccelConfig
-
     engine = DittoEngine.from_checkpoint(DittoCheckpoints(release_folder(cache)), device=args.device,
                                          steps=args.steps, accel=AccelConfig(cpu_kernels=not args.no_fast_paths))
     out["load"] = time.perf_counter() - t

@@ -138,22 +138,23 @@ def check_renderer(check: Check, locations: CheckpointLocations, device: torch.d
                   f"{u['mean']:.3f} (uint8 levels); finite {f['finite']}", ok, float=f, uint8=u)
 
 
-def timed(device: torch.device, run: Callable[[], object]) -> tuple[float, float] | None:
-    """(seconds, peak GPU MB or NaN) of `run()`, synchronised on CUDA; None when it ran out of device memory (the
-    cache is emptied so the next case starts clean)."""
+def timed(device: torch.device, run: Callable[[], Any]) -> tuple[float, float, Any] | None:
+    """(seconds, peak GPU MB or NaN, result) of `run()`, synchronised on CUDA; None when it ran out of device memory
+    (the cache is emptied so the next case starts clean)."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     try:
-        run()
+        result = run()
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         return None
     if cuda:
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+    seconds = time.perf_counter() - start
+    return seconds, torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), result
 
 
 def check_speed(check: Check, locations: CheckpointLocations, device: torch.device, quick: bool) -> None:
@@ -270,25 +271,22 @@ def check_ditto(check: Check, folder: Path, device: torch.device, quick: bool) -
     x_d = x_s + 0.02 * torch.randn(frames, 21, 3, generator=g)
     configure_precision(cpu, "fp32")
     reference = renderer(cpu).render(f_s, x_s, x_d)
-    variants: list[tuple[str, Callable[[], FrameRenderer]]] = [("cpu fast paths", lambda: renderer(cpu, fast=True))]
-    if cuda:
-        variants += [(f"cuda {p}", lambda p=p: renderer(device, "fp32" if p == "tf32" else p, fast=True))
-                     for p in PRECISIONS]
-    for name, make in variants:
-        precision = name.split()[-1]
-        configure_precision(device if cuda else cpu, precision if precision in PRECISIONS else "fp32")
+    # (row, device, precision): the fast paths on the CPU, then every precision on CUDA
+    variants = [("cpu fast paths", cpu, "fp32")] + [(f"cuda {p}", device, p) for p in PRECISIONS if cuda]
+    for name, dev, precision in variants:
+        configure_precision(dev, precision)
         try:
-            got = make().render(f_s, x_s, x_d)
+            got = renderer(dev, "fp32" if precision == "tf32" else precision, fast=True).render(f_s, x_s, x_d)
         finally:
-            configure_precision(device if cuda else cpu, "fp32")
+            configure_precision(dev, "fp32")
         d = diff(got, reference)
-        tolerance = 2e-3 if precision in ("paths", "fp32") else 0.05
+        tolerance = 2e-3 if precision == "fp32" else 0.05
         check.add("ditto frames", name, f"max {d['max']:.2e} mean {d['mean']:.2e} (0..1); finite {d['finite']}",
                   d["finite"] and d["max"] <= tolerance, **d)
     # speed at 512 on the device
     per_frame: dict[str, float] = {}
     for precision in ("fp32", "fp16") if cuda else ("fp32",):
-        configure_precision(device, precision if precision in PRECISIONS else "fp32")
+        configure_precision(device, precision)
         model = renderer(device, precision, fast=True)
         for batch in (1,) if quick else (1, 4, 16):
             n = batch if quick else max(2 * batch, 8)
@@ -316,13 +314,11 @@ def check_ditto(check: Check, folder: Path, device: torch.device, quick: bool) -
         sampler = DDIMSampler(load_lmdm(lmdm_file, device=dev), steps)
         with torch.inference_mode():
             sampler.sample(cond_frame, aud, x_T, step_noise)   # warm-up
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            start = time.perf_counter()
-            clips[name] = sampler.sample(cond_frame, aud, x_T, step_noise).cpu()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            clip_seconds = time.perf_counter() - start
+            result = timed(dev, lambda: sampler.sample(cond_frame, aud, x_T, step_noise))
+        if result is None:
+            check.add("ditto motion", f"LMDM clip, {steps} steps, {name}", "out of memory", ok=False)
+            return
+        clip_seconds, clips[name] = result[0], result[2].cpu()
         check.add("ditto motion", f"LMDM clip, {steps} steps, {name}", f"{clip_seconds:.3f} s per 80-frame clip",
                   seconds=clip_seconds)
     if cuda:
