@@ -50,7 +50,7 @@ def session(url: str, image: bytes, samples: np.ndarray, size: int, voice: bool,
     import cv2
     import simple_websocket
 
-    from sadtalker.service.live import HEADER
+    from sadtalker.service.live import split_frame
 
     ws = simple_websocket.Client.connect(url)
     ws.send(json.dumps({"type": "start", "image": base64.b64encode(image).decode(), "size": size, "voice": voice}))
@@ -75,9 +75,9 @@ def session(url: str, image: bytes, samples: np.ndarray, size: int, voice: bool,
         message = ws.receive(timeout=2)
         if isinstance(message, (bytes, bytearray)):
             arrived = time.perf_counter()
-            index, position, opening, _, voice_bytes = HEADER.unpack(message[:HEADER.size])
-            voice_parts.append(bytes(message[HEADER.size:HEADER.size + voice_bytes]))
-            cv2.imdecode(np.frombuffer(message[HEADER.size + voice_bytes:], np.uint8), cv2.IMREAD_COLOR)
+            (index, position, opening, _, _), voice_part, jpeg = split_frame(message)
+            voice_parts.append(voice_part)
+            cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             shown = time.perf_counter()
             frames.append((index, position, opening, arrived, shown))
     ws.close()

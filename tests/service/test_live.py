@@ -16,7 +16,7 @@ from live_services import free_port, serve_in_thread
 
 from sadtalker.io.audio import load_audio
 from sadtalker.io.limits import InputLimits
-from sadtalker.service.live import HEADER
+from sadtalker.service.live import split_frame
 from sadtalker.service.model_service import ModelService
 from sadtalker.service.settings import ServiceSettings
 from sadtalker.weights import CheckpointLocations
@@ -60,13 +60,6 @@ def wait_until_idle(live_url: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)  # polling interval
 
 
-def split(message: bytes) -> tuple[tuple, bytes, bytes]:
-    """A frame message -> (header fields, voice PCM, JPEG)."""
-    fields = HEADER.unpack(message[:HEADER.size])
-    end = HEADER.size + fields[4]
-    return fields, bytes(message[HEADER.size:end]), bytes(message[end:])
-
-
 def test_frames_follow_the_voice_at_25_fps(live_url, portrait_path, long_speech_path):
     ws, ready = start(live_url, portrait_path, size=256)
     try:
@@ -87,7 +80,7 @@ def test_frames_follow_the_voice_at_25_fps(live_url, portrait_path, long_speech_
         while time.monotonic() < deadline:
             message = ws.receive(timeout=2)
             if isinstance(message, (bytes, bytearray)):
-                fields, _, jpeg = split(message)
+                fields, _, jpeg = split_frame(message)
                 frames.append(fields)
                 arrivals.append(time.monotonic())
                 assert jpeg[:2] == b"\xff\xd8"  # a JPEG
@@ -126,7 +119,7 @@ def test_the_voice_comes_back_with_its_frames(live_url, portrait_path, long_spee
             assert time.monotonic() < deadline, (len(frames), frames[-1][0] if frames else None)
             message = ws.receive(timeout=2)
             if isinstance(message, (bytes, bytearray)):
-                frames.append(split(message))
+                frames.append(split_frame(message))
     finally:
         ws.close()
     voice = b""
@@ -150,7 +143,7 @@ def test_blinks_go_on_in_silence_and_no_face_is_refused(live_url, portrait_path,
             if isinstance(message, (bytes, bytearray)):
                 if len(blinks) == 10:
                     ws.send(bytes(640))  # some silence: with the voice off, none comes back
-                fields, pcm_part, jpeg = split(message)
+                fields, pcm_part, jpeg = split_frame(message)
                 assert fields[4] == 0 and pcm_part == b"" and jpeg[:2] == b"\xff\xd8"
                 blinks.append(fields[3])
     finally:

@@ -56,6 +56,14 @@ CLOSE_BAD_INPUT, CLOSE_FULL = 4400, 1013
 START_FIELDS = ("size", "preprocess", "seed", "pose_style", "expression_scale", "still_mode", "use_blink")
 
 
+def split_frame(message: bytes) -> tuple[tuple[int, int, float, float, int], bytes, bytes]:
+    """A frame message as a client reads it: (header fields, voice PCM16, JPEG); the inverse of what
+    `_send_frames` sends (for Python clients: scripts/bench_live.py, the tests)."""
+    fields = HEADER.unpack(message[:HEADER.size])
+    end = HEADER.size + fields[4]
+    return fields, bytes(message[HEADER.size:end]), bytes(message[end:])
+
+
 class LiveHub:
     """The live sessions of one model service: at most `max_sessions` at once, portraits read with the service's
     input limits, faces found by one face-mesh model shared under a lock."""
