@@ -125,8 +125,8 @@ def test_cancel_queued_and_running(make_app, portrait_path, speech_path):
     web = make_app(fake, workers=1).test_client()
     try:
         running = generate(web, portrait_path, speech_path).json
+        wait_until(fake.started.is_set, 30, "the first job to start")  # else the worker may take the second first
         queued = generate(web, portrait_path, speech_path).json
-        wait_until(fake.started.is_set, 30, "the first job to start")
         reply = web.post(f"/api/jobs/{queued['id']}/cancel")
         assert reply.status_code == 200 and reply.json["status"] == "cancelled"
         reply = web.post(f"/api/jobs/{running['id']}/cancel")
